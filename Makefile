@@ -1,0 +1,64 @@
+# BHViT -> FPGA: entry points.  Every target sets up .venv first (idempotent).
+PY      := .venv/bin/python
+MODEL   ?= bhvit_pynq_fmnist
+DATA    ?= fmnist
+DATA_DIR ?=
+EPOCHS  ?= 8
+BATCH   ?= 256
+LR      ?= 2e-3
+LOSS    ?= paper
+SEED    ?= 0
+NPROC   ?= 1
+OUT     ?= runs/$(MODEL)
+# The full-precision teacher: same network in float, trained first by `make train`.
+TEACHER_MODEL  ?= $(MODEL)_fp
+TEACHER_EPOCHS ?= 2
+TEACHER ?= runs/$(TEACHER_MODEL)/last.pt
+CKPT    ?= checkpoints/bhvit_pynq_fmnist/model.pt
+TRAIN_ARGS ?=
+DATA_ARG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+ifeq ($(NPROC),1)
+  LAUNCH := $(PY) -m model.train
+else
+  LAUNCH := $(PY) -m torch.distributed.run --nproc_per_node=$(NPROC) $(TORCHRUN_ARGS) -m model.train
+endif
+
+.PHONY: setup train teacher student eval test demo benchmark clean help
+help:
+	@echo "make demo      set-up, a short training and evaluation (the main job, end to end)"
+	@echo "make train     MODEL=$(MODEL) DATA=$(DATA) EPOCHS=$(EPOCHS) [NPROC=N] [TEACHER=none]"
+	@echo "make eval      CKPT=$(CKPT) DATA=$(DATA)"
+	@echo "make test      the test suite"
+
+setup:
+	@bash tools/setup.sh
+
+# Teacher first (skipped when TEACHER=none or when it has finished), then the binary student.
+train: setup
+ifneq ($(TEACHER),none)
+	@if $(PY) -m model.status $(TEACHER) $(TEACHER_EPOCHS); then echo "[make] teacher $(TEACHER) already trained"; \
+	else $(LAUNCH) --model $(TEACHER_MODEL) --data $(DATA) $(DATA_ARG) --epochs $(TEACHER_EPOCHS) \
+	     --batch-size $(BATCH) --lr $(LR) --seed $(SEED) --out $(dir $(TEACHER)) $(TRAIN_ARGS); fi
+	$(LAUNCH) --model $(MODEL) --data $(DATA) $(DATA_ARG) --epochs $(EPOCHS) --batch-size $(BATCH) \
+	  --lr $(LR) --loss $(LOSS) --seed $(SEED) --out $(OUT) --teacher $(TEACHER) $(TRAIN_ARGS)
+else
+	$(LAUNCH) --model $(MODEL) --data $(DATA) $(DATA_ARG) --epochs $(EPOCHS) --batch-size $(BATCH) \
+	  --lr $(LR) --loss $(LOSS) --seed $(SEED) --out $(OUT) $(TRAIN_ARGS)
+endif
+
+eval: setup
+	$(PY) -m model.evaluate --ckpt $(CKPT) --data $(DATA) $(DATA_ARG)
+
+test: setup
+	$(PY) -m pytest tests/ -q
+
+demo: setup
+	$(MAKE) train EPOCHS=1 TEACHER_EPOCHS=1 OUT=runs/demo TEACHER=runs/demo_teacher/last.pt \
+	  TRAIN_ARGS="--limit-steps 40 --eval-limit 2000"
+	$(MAKE) eval CKPT=checkpoints/bhvit_pynq_fmnist/model.pt
+
+benchmark: setup
+	$(PY) benchmarks/train_throughput.py --model $(MODEL) --batch-size $(BATCH)
+
+clean:
+	rm -rf build runs .pytest_cache

@@ -1,0 +1,82 @@
+"""Registry of named models (timm style): ``create_model(name, **overrides)``.
+
+The 224x224 entries reproduce the BHViT / BinaryViT reference code with the
+options of its published run script (BN in place of LN on the residual stream,
+both shift modules, LSQ attention quantizer, the 7x7/pad-3 token pooling,
+no input inside the MSGDC RPReLU).  The ``*_paper`` flavour and the small
+models follow the paper.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+from .config import ViTConfig
+from .networks import HybridViT
+
+_REFERENCE = dict(attn_quant="lsq", pool_pad_quirk=True, msgdc_input_in_rprelu=False)
+
+_CONFIGS: Dict[str, ViTConfig] = {}
+
+
+def register(name: str, cfg: ViTConfig) -> None:
+    if name in _CONFIGS:
+        raise ValueError(f"model '{name}' registered twice")
+    _CONFIGS[name] = cfg
+
+
+def _bhvit(depths, **kw) -> ViTConfig:
+    return ViTConfig(arch="bhvit", depths=depths, **kw)
+
+
+# ImageNet models, reference-code flavour (exact parameter counts of the released code).
+register("bhvit_tiny", _bhvit((2, 2, 6, 2), **_REFERENCE))
+register("bhvit_small", _bhvit((3, 4, 8, 4), **_REFERENCE))
+# The same networks as the paper defines them.
+register("bhvit_tiny_paper", _bhvit((2, 2, 6, 2)))
+register("bhvit_small_paper", _bhvit((3, 4, 8, 4)))
+register("binaryvit_small", ViTConfig(
+    arch="binaryvit", depths=(3, 4, 8, 4), heads=(1, 2, 4, 8), kv_reduction=(8, 4, 1, 1),
+    attn_quant="bit", stem_gelu=False))
+
+# Board-sized models for 32x32 inputs (Fashion-MNIST is zero-padded from 28x28
+# to 32x32, CIFAR-10 is native).  Why these numbers:
+#  * stem patch 2 -> stage maps 16, 8, 4, 2: each stage map divides evenly,
+#    which keeps every kernel of the dataflow free of ragged edges;
+#  * channels 32-64-128-256 and one block per stage: 0.43 Mbit of binary weights,
+#    about 14 RAMB36 of the xc7z020's 140, so weights stay on chip with room for
+#    parallel (PE/SIMD) unfolding;
+#  * MSMHA window 4 at stage 3 (one window + 1 pooled token) and 2 at stage 4
+#    (one window + 1 pooled token), head dim 32 -> at most 33 distinct Q K^T
+#    scores, so the softmax exp is a 33-entry table;
+#  * MLP ratios 4, 4, 2, 2 (the paper's 8, 8, 4, 4 halved) keep the widest
+#    binary layer at 512 inputs.
+_PYNQ = dict(img_size=32, stem_patch=2, dims=(32, 64, 128, 256),
+             mlp_ratios=(4, 4, 2, 2), heads=(1, 1, 4, 8), window=(4, 4, 4, 2), pool_kernel=(4, 4, 4, 2),
+             downsample="binary")
+register("bhvit_pynq_fmnist", _bhvit((1, 1, 1, 1), **{**_PYNQ, "in_chans": 1, "num_classes": 10}))
+register("bhvit_pynq_cifar10", _bhvit((1, 1, 1, 1), **{**_PYNQ, "in_chans": 3, "num_classes": 10}))
+# Full-precision teacher of the same shape, trained by the same command.
+register("bhvit_pynq_fmnist_fp", _bhvit((1, 1, 1, 1), **{**_PYNQ, "in_chans": 1, "num_classes": 10,
+                                                          "binary": False, "downsample": "fp"}))
+register("bhvit_pynq_cifar10_fp", _bhvit((1, 1, 1, 1), **{**_PYNQ, "in_chans": 3, "num_classes": 10,
+                                                           "binary": False, "downsample": "fp"}))
+
+
+class UnknownModelError(KeyError):
+    def __str__(self):
+        return self.args[0]
+
+
+def list_models():
+    return sorted(_CONFIGS)
+
+
+def get_config(name: str, **overrides) -> ViTConfig:
+    if name not in _CONFIGS:
+        raise UnknownModelError(f"unknown model '{name}'. Known models: {', '.join(list_models())}")
+    return _CONFIGS[name].replace(**overrides) if overrides else _CONFIGS[name]
+
+
+def create_model(name_or_cfg, **overrides) -> HybridViT:
+    cfg = name_or_cfg if isinstance(name_or_cfg, ViTConfig) else get_config(name_or_cfg, **overrides)
+    return HybridViT(cfg)
