@@ -12,7 +12,7 @@ NPROC   ?= 1
 OUT     ?= runs/$(MODEL)
 # The full-precision teacher: same network in float, trained first by `make train`.
 TEACHER_MODEL  ?= $(MODEL)_fp
-TEACHER_EPOCHS ?= 2
+TEACHER_EPOCHS ?= 3
 TEACHER ?= runs/$(TEACHER_MODEL)/last.pt
 CKPT    ?= checkpoints/bhvit_pynq_fmnist/model.pt
 TRAIN_ARGS ?=
@@ -23,7 +23,7 @@ else
   LAUNCH := $(PY) -m torch.distributed.run --nproc_per_node=$(NPROC) $(TORCHRUN_ARGS) -m model.train
 endif
 
-.PHONY: setup train teacher student eval test demo benchmark clean help
+.PHONY: setup train eval ship test demo benchmark clean help
 help:
 	@echo "make demo      set-up, a short training and evaluation (the main job, end to end)"
 	@echo "make train     MODEL=$(MODEL) DATA=$(DATA) EPOCHS=$(EPOCHS) [NPROC=N] [TEACHER=none]"
@@ -45,6 +45,9 @@ else
 	$(LAUNCH) --model $(MODEL) --data $(DATA) $(DATA_ARG) --epochs $(EPOCHS) --batch-size $(BATCH) \
 	  --lr $(LR) --loss $(LOSS) --seed $(SEED) --out $(OUT) $(TRAIN_ARGS)
 endif
+
+ship: setup
+	$(PY) -m model.ship --run $(OUT) --teacher-run $(dir $(TEACHER)) --dest checkpoints/$(MODEL)
 
 eval: setup
 	$(PY) -m model.evaluate --ckpt $(CKPT) --data $(DATA) $(DATA_ARG)

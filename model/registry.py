@@ -42,8 +42,8 @@ register("binaryvit_small", ViTConfig(
 # to 32x32, CIFAR-10 is native).  Why these numbers:
 #  * stem patch 2 -> stage maps 16, 8, 4, 2: each stage map divides evenly,
 #    which keeps every kernel of the dataflow free of ragged edges;
-#  * channels 32-64-128-256 and one block per stage: 0.43 Mbit of binary weights,
-#    about 14 RAMB36 of the xc7z020's 140, so weights stay on chip with room for
+#  * channels 32-64-128-256 and one block per stage: 902,912 binary weight bits,
+#    24.5 RAMB36 of the xc7z020's 140, so weights stay on chip with room for
 #    parallel (PE/SIMD) unfolding;
 #  * MSMHA window 4 at stage 3 (one window + 1 pooled token) and 2 at stage 4
 #    (one window + 1 pooled token), head dim 32 -> at most 33 distinct Q K^T
