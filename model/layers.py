@@ -44,6 +44,14 @@ def with_surrogate_grad(x: torch.Tensor, surrogate) -> torch.Tensor:
     return x.detach() + (s - s.detach())
 
 
+def sign_input_with_surrogate_grad(x: torch.Tensor, surrogate) -> torch.Tensor:
+    """Like :func:`with_surrogate_grad`, for a Brevitas binary quantizer: the
+    value is clamped to [-1, 1] (same sign, so the same +-1 output) so that the
+    quantizer's own clamp never cuts the surrogate's gradient window."""
+    s = surrogate(x)
+    return x.detach().clamp(-1.0, 1.0) + (s - s.detach())
+
+
 class BinaryActivation(nn.Module):
     """sign((x - b) / a) with a learnable per-channel bias b (paper eq. 2).
 
@@ -73,9 +81,9 @@ class BinaryActivation(nn.Module):
         if self.training:
             if self.log_scale is not None:
                 a = self._shape(self.log_scale.exp(), x.dim())
-                x = with_surrogate_grad(x, lambda t: approx_sign_surrogate(t / a))
+                x = sign_input_with_surrogate_grad(x, lambda t: approx_sign_surrogate(t / a))
             else:
-                x = with_surrogate_grad(x, approx_sign_surrogate)
+                x = sign_input_with_surrogate_grad(x, approx_sign_surrogate)
         return self.quant(x)
 
 

@@ -203,3 +203,16 @@ def test_token_batchnorm_matches_torch_and_folds_to_affine():
     bn.eval()
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     assert torch.allclose(bn(x), x * scale + (bn.bias - bn.running_mean * scale), atol=1e-6)
+
+
+def test_learnable_activation_scale_changes_only_the_gradient():
+    act = BinaryActivation(3, learnable_scale=True).train()
+    with torch.no_grad():
+        act.log_scale.copy_(torch.log(torch.tensor([1.0, 2.0, 0.5])))
+    x = torch.linspace(-1.5, 1.5, 12).reshape(4, 3).requires_grad_(True)
+    y = act(x)
+    assert torch.equal(y, torch.where(x >= 0, 1.0, -1.0))      # sign((x - b) / a) = sign(x - b) for a > 0
+    y.sum().backward()
+    a = torch.tensor([1.0, 2.0, 0.5])
+    u = (x / a).detach().numpy()
+    np.testing.assert_allclose(x.grad.numpy(), approx_sign_grad(u) / a.numpy(), atol=1e-6)
