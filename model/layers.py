@@ -112,6 +112,19 @@ class _BinaryWeightMixin:
         w = self.weight.detach()
         return w.abs().mean(dim=tuple(range(1, w.dim())))
 
+    def _binary_setup(self, row_centering: bool, scale_weights: bool, out_channels: int, bias: bool):
+        self.row_centering = row_centering
+        self.scale_weights = scale_weights
+        self.out_bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+
+    def _epilogue(self, y: torch.Tensor, shape) -> torch.Tensor:
+        """alpha_o * popcount (+ bias): the per-channel affine the hardware folds."""
+        if self.scale_weights:
+            y = y * self.alpha().view(shape)
+        if self.out_bias is not None:
+            y = y + self.out_bias.view(shape)
+        return y
+
 
 class BinaryLinear(_BinaryWeightMixin, QuantLinear):
     """y = alpha_o * (sign(W) @ x_b) (+ bias).  The input must already be +-1
@@ -123,17 +136,10 @@ class BinaryLinear(_BinaryWeightMixin, QuantLinear):
         QuantLinear.__init__(self, in_features, out_features, bias=False,
                              weight_quant=SignedBinaryWeightPerTensorConst, weight_scaling_const=1.0,
                              return_quant_tensor=False)
-        self.row_centering = row_centering
-        self.scale_weights = scale_weights
-        self.out_bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self._binary_setup(row_centering, scale_weights, out_features, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = QuantLinear.forward(self, x)
-        if self.scale_weights:
-            y = y * self.alpha()
-        if self.out_bias is not None:
-            y = y + self.out_bias
-        return y
+        return self._epilogue(QuantLinear.forward(self, x), (-1,))
 
 
 class BinaryConv2d(_BinaryWeightMixin, QuantConv2d):
@@ -148,17 +154,10 @@ class BinaryConv2d(_BinaryWeightMixin, QuantConv2d):
                              padding=padding, dilation=dilation, groups=groups, bias=False,
                              weight_quant=SignedBinaryWeightPerTensorConst, weight_scaling_const=1.0,
                              return_quant_tensor=False)
-        self.row_centering = row_centering
-        self.scale_weights = scale_weights
-        self.out_bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self._binary_setup(row_centering, scale_weights, out_channels, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = QuantConv2d.forward(self, x)
-        if self.scale_weights:
-            y = y * self.alpha().view(1, -1, 1, 1)
-        if self.out_bias is not None:
-            y = y + self.out_bias.view(1, -1, 1, 1)
-        return y
+        return self._epilogue(QuantConv2d.forward(self, x), (1, -1, 1, 1))
 
 
 class RPReLU(nn.Module):
