@@ -57,7 +57,7 @@ test: setup
 
 demo: setup
 	$(MAKE) train EPOCHS=1 TEACHER_EPOCHS=1 OUT=runs/demo TEACHER=runs/demo_teacher/last.pt \
-	  TRAIN_ARGS="--limit-steps 40 --eval-limit 2000"
+	  TRAIN_ARGS="--limit-steps 20 --eval-limit 1000"
 	$(MAKE) eval CKPT=checkpoints/bhvit_pynq_fmnist/model.pt
 
 benchmark: setup
