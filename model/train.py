@@ -259,7 +259,10 @@ def main(argv=None) -> int:
             correct += (logits.argmax(1) == y).sum().item()
             loss_sum += loss.item() * len(y)
             if args.print_digest:
-                print(f"DIGEST rank={rank} step={epoch * steps_per_epoch + step} {weight_digest(model)}", flush=True)
+                # One write() per line: both ranks share the pipe, and print() may split a
+                # line into several writes that interleave with the other rank's output.
+                os.write(1, f"DIGEST rank={rank} step={epoch * steps_per_epoch + step} "
+                            f"{weight_digest(model)}\n".encode())
             crash = int(os.environ.get("BHVIT_CRASH_AFTER_STEPS", "0"))
             if crash and epoch * steps_per_epoch + step + 1 >= crash:
                 os._exit(75)  # test hook: die like a killed process, no clean-up
