@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 MODEL   ?= bhvit_pynq_fmnist
 DATA    ?= fmnist
 DATA_DIR ?=
-EPOCHS  ?= 8
+EPOCHS  ?= 9
 BATCH   ?= 256
 LR      ?= 2e-3
 LOSS    ?= paper
@@ -12,7 +12,7 @@ NPROC   ?= 1
 OUT     ?= runs/$(MODEL)
 # The full-precision teacher: same network in float, trained first by `make train`.
 TEACHER_MODEL  ?= $(MODEL)_fp
-TEACHER_EPOCHS ?= 3
+TEACHER_EPOCHS ?= 5
 TEACHER ?= runs/$(TEACHER_MODEL)/last.pt
 CKPT    ?= checkpoints/bhvit_pynq_fmnist/model.pt
 TRAIN_ARGS ?=

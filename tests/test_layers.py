@@ -112,6 +112,27 @@ def test_rprelu_and_layerscale_formulas():
     assert torch.allclose(ls(x), x * 0.1)
 
 
+def test_rprelu_backward_matches_autograd_of_the_formula():
+    """RPReLU's hand-written backward against autograd of the plain formula."""
+    torch.manual_seed(3)
+    r = RPReLU(4).double()
+    with torch.no_grad():
+        r.move1.copy_(torch.tensor([0.5, -0.5, 0.0, 0.2]))
+        r.move2.copy_(torch.randn(4))
+        r.prelu.weight.copy_(torch.tensor([0.25, -0.1, 2.0, 0.0]))
+    x = torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 5, 4, dtype=torch.float64)
+    (r(x) * g).sum().backward()
+    got = [x.grad, r.move1.grad, r.prelu.weight.grad, r.move2.grad]
+    params = [p.detach().clone().requires_grad_(True) for p in (r.move1, r.prelu.weight, r.move2)]
+    x2 = x.detach().clone().requires_grad_(True)
+    u = x2 - params[0]
+    ((torch.where(u >= 0, u, params[1] * u) + params[2]) * g).sum().backward()
+    want = [x2.grad] + [p.grad for p in params]
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
 def test_qd_is_two_bit_quantizer_and_sum_of_binary_maps():
     qd = QDAttentionQuant(bits=2).eval()
     a = torch.softmax(torch.randn(2, 4, 9, 9) * 3, -1)
