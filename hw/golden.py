@@ -1,0 +1,125 @@
+"""Fold a trained checkpoint into the integer network and measure it.
+
+    python -m hw.golden --ckpt checkpoints/bhvit_pynq_fmnist/model.pt --act-bits 10
+
+Writes, under ``--out`` (default build/<model>/golden):
+
+* ``intnet.npz``   the integer parameters and formats (the golden model's input);
+* ``report.json``  float vs integer top-1 on the test set, their agreement and
+                   the per-kernel SQNR table;
+* ``report.md``    the same for people, and ``layers.png`` the SQNR per kernel.
+
+The integer top-1 is computed by the golden executor alone (numpy int64, no
+float on the datapath), so it is the accuracy the hardware will have.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .compare import format_report, layer_report
+from .intnet import IntNet, QuantSpec
+
+
+def evaluate_int(net: IntNet, model, images_u8: torch.Tensor, labels: torch.Tensor, chunk: int = 250,
+                 progress: bool = True):
+    """Top-1 of the golden model and of the float model on the same images."""
+    mean = torch.tensor(net.norm_mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(net.norm_std, dtype=torch.float32).view(1, -1, 1, 1)
+    y = labels.numpy()
+    int_pred, float_pred = [], []
+    model.eval()
+    for i in tqdm(range(0, len(images_u8), chunk), desc="golden", unit="chunk", disable=not progress):
+        x = images_u8[i:i + chunk]
+        int_pred.append(net.forward(x.numpy()).argmax(1))
+        with torch.no_grad():
+            float_pred.append(model((x.float() / 255.0 - mean) / std).argmax(1).numpy())
+    ip, fp = np.concatenate(int_pred), np.concatenate(float_pred)
+    return dict(images=int(len(y)), float_top1=round(100.0 * float((fp == y).mean()), 3),
+                int_top1=round(100.0 * float((ip == y).mean()), 3),
+                agreement=round(100.0 * float((ip == fp).mean()), 3))
+
+
+def plot_layers(rows, path: Path, title: str):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(max(8, len(rows) * 0.14), 4))
+    ax.plot([r["sqnr_db"] for r in rows], marker=".")
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([r["name"] for r in rows], rotation=90, fontsize=5)
+    ax.set_ylabel("SQNR vs float (dB)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main(argv=None) -> int:
+    from model.checkpoint import CheckpointError, atomic_write_bytes, model_from_checkpoint
+    from model.data import DataError, load_split
+
+    p = argparse.ArgumentParser(prog="python -m hw.golden", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--data", default=None, help="data set (default: the checkpoint's)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--act-bits", type=int, default=QuantSpec.act_bits, help="residual stream / activation width")
+    p.add_argument("--calib", type=int, default=512, help="training images used to choose formats")
+    p.add_argument("--calib-quantile", type=float, default=QuantSpec.calib_quantile,
+                   help="range of each tensor = this quantile of |x| on the calibration images (1: max)")
+    p.add_argument("--limit", type=int, default=0, help="first N test images only (0: all)")
+    p.add_argument("--out", default=None, help="output folder (default build/<model>/golden)")
+    a = p.parse_args(argv)
+    try:
+        model, ck = model_from_checkpoint(a.ckpt)
+        data = a.data or ck.get("data", "fmnist")
+        train = load_split(data, "train", a.data_dir, model.cfg.img_size)
+        test = load_split(data, "test", a.data_dir, model.cfg.img_size)
+    except (CheckpointError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    name = ck.get("model_name", "model")
+    out = Path(a.out or f"build/{name}/golden")
+    out.mkdir(parents=True, exist_ok=True)
+    spec = QuantSpec(act_bits=a.act_bits, lut_bits=min(a.act_bits, 12), calib_quantile=a.calib_quantile)
+    model.eval()
+    t0 = time.time()
+    net = IntNet.from_model(model, train.images[:a.calib], train.mean, train.std, spec)
+    net.save(out / "intnet.npz")
+    fold_s = time.time() - t0
+    n = a.limit or len(test.images)
+    t0 = time.time()
+    res = evaluate_int(net, model, test.images[:n], test.labels[:n])
+    rows = layer_report(model, net, test.images[:32])
+    res.update(model=name, checkpoint=str(a.ckpt), data=data, spec=spec.__dict__, calib_images=a.calib,
+               fold_seconds=round(fold_s, 1), eval_seconds=round(time.time() - t0, 1),
+               layers=rows, command="python -m hw.golden " + " ".join(argv if argv is not None else sys.argv[1:]))
+    atomic_write_bytes(out / "report.json", lambda fh: fh.write(json.dumps(res, indent=2).encode()))
+    md = [f"# Golden integer model of {name}", "",
+          f"Command: `{res['command']}`", "",
+          f"| images | float top-1 | integer top-1 | agreement |", "|---|---|---|---|",
+          f"| {res['images']} | {res['float_top1']:.2f}% | {res['int_top1']:.2f}% | {res['agreement']:.2f}% |", "",
+          f"Formats: act {spec.act_bits} bit, pre-activation {spec.pre_bits} bit, multipliers "
+          f"{spec.mult_bits} bit, accumulators <= {spec.acc_bits} bit. Per-kernel SQNR on 32 test "
+          f"images (errors accumulate along the network):", "", "```", format_report(rows), "```", ""]
+    atomic_write_bytes(out / "report.md", lambda fh: fh.write("\n".join(md).encode()))
+    plot_layers(rows, out / "layers.png", f"{name}: integer vs float, act {spec.act_bits} bit")
+    print(f"{name} on {data} test ({res['images']} images): float top-1 {res['float_top1']:.2f}%, "
+          f"integer (golden) top-1 {res['int_top1']:.2f}%, agreement {res['agreement']:.2f}%")
+    print(f"[golden] wrote {out}/intnet.npz, report.json, report.md, layers.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
