@@ -16,6 +16,9 @@ TEACHER_EPOCHS ?= 5
 TEACHER ?= runs/$(TEACHER_MODEL)/last.pt
 CKPT    ?= checkpoints/bhvit_pynq_fmnist/model.pt
 TRAIN_ARGS ?=
+ACT_BITS ?= 10
+GOLDEN_ARGS ?=
+EXPORT_ARGS ?=
 DATA_ARG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 ifeq ($(NPROC),1)
   LAUNCH := $(PY) -m model.train
@@ -23,11 +26,13 @@ else
   LAUNCH := $(PY) -m torch.distributed.run --nproc_per_node=$(NPROC) $(TORCHRUN_ARGS) -m model.train
 endif
 
-.PHONY: setup train eval ship test demo benchmark clean help
+.PHONY: setup train eval ship golden export test demo benchmark clean help
 help:
 	@echo "make demo      set-up, a short training and evaluation (the main job, end to end)"
 	@echo "make train     MODEL=$(MODEL) DATA=$(DATA) EPOCHS=$(EPOCHS) [NPROC=N] [TEACHER=none]"
 	@echo "make eval      CKPT=$(CKPT) DATA=$(DATA)"
+	@echo "make golden    CKPT=$(CKPT) ACT_BITS=$(ACT_BITS): fold into the integer (golden) model, float vs integer top-1"
+	@echo "make export    CKPT=$(CKPT): FINN-form dataflow ONNX graph, verified bit-exact against golden, + cost report"
 	@echo "make test      the test suite"
 
 setup:
@@ -51,6 +56,12 @@ ship: setup
 
 eval: setup
 	$(PY) -m model.evaluate --ckpt $(CKPT) --data $(DATA) $(DATA_ARG)
+
+golden: setup
+	$(PY) -m hw.golden --ckpt $(CKPT) --act-bits $(ACT_BITS) $(GOLDEN_ARGS)
+
+export: setup
+	$(PY) -m hw.export --ckpt $(CKPT) --act-bits $(ACT_BITS) $(EXPORT_ARGS)
 
 test: setup
 	$(PY) -m pytest tests/ -q

@@ -1,0 +1,199 @@
+"""`make export`: a trained checkpoint -> FINN-form dataflow ONNX graph + report.
+
+    python -m hw.export --ckpt checkpoints/bhvit_pynq_fmnist/model.pt
+
+Steps, each one a function of the previous result:
+
+1. fold the checkpoint into the integer network (:mod:`hw.intnet`), or load
+   one written by ``make golden`` (``--intnet``);
+2. build the dataflow graph of kernel nodes (:mod:`hw.graph`), fold it (PE /
+   SIMD per node, for ``--target-cycles`` per image, or from ``--folding``, a
+   JSON written by an earlier run and edited by hand) and check the folding;
+3. write it as ONNX in FINN's form (:mod:`hw.onnx_graph`), check that every
+   node is a supported kernel and every binary weight is +-1;
+4. execute that ONNX file with qonnx's ``execute_onnx`` (FINN's own Python
+   execution of its Thresholding / MVAU nodes) and require every stream of
+   it to equal the golden executor's, ``np.array_equal``;
+5. measure top-1 of the float model and the golden integer model;
+6. write ``report.json`` / ``report.md``: every node with its input / output
+   bit widths, weight bits, folding, expected cycles, memory and resources.
+
+Outputs go to ``build/<model>/export/``: dataflow.onnx, folding.json,
+report.json, report.md.  Bad input exits with code 2 and says what to do.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .cost import FoldingError, check_folding, fold_for_target, graph_cost
+from .graph import Graph, op_counts
+from .onnx_graph import UnsupportedGraphError, execute_full, stream_shapes, to_onnx, validate
+
+
+def apply_folding(graph: Graph, folding: dict) -> None:
+    """Set PE / SIMD from {node name: {"PE": p, "SIMD": s}}; unknown names are an error."""
+    names = {n.name: n for n in graph.nodes}
+    unknown = sorted(set(folding) - set(names))
+    if unknown:
+        raise FoldingError(f"folding file names nodes the graph does not have: {', '.join(unknown[:5])}"
+                           f"{' ...' if len(unknown) > 5 else ''}")
+    for name, f in folding.items():
+        for k in ("PE", "SIMD"):
+            if k in f:
+                names[name].attrs[k] = int(f[k])
+
+
+def folding_of(graph: Graph) -> dict:
+    return {n.name: {k: int(n.attrs[k]) for k in ("PE", "SIMD") if k in n.attrs} for n in graph.nodes}
+
+
+def verify_onnx(net, graph: Graph, images_u8: np.ndarray, batch: int = 50, progress: bool = True) -> dict:
+    """Every stream of the ONNX execution == the golden executor's, on these images."""
+    from tqdm import tqdm
+
+    from .graph import run
+    x = np.asarray(images_u8).transpose(0, 2, 3, 1)
+    image_shape = x.shape[1:]
+    streams = checked = 0
+    logits = []
+    model_b = None
+    for i in tqdm(range(0, len(x), batch), desc="onnx vs golden", unit="batch", disable=not progress):
+        xb = x[i:i + batch]
+        if model_b is None or xb.shape[0] != batch:
+            model_b = to_onnx(graph, image_shape, batch=xb.shape[0])
+        ctx = execute_full(model_b, xb)
+        ref: dict = {}
+        run(graph, xb, ref)
+        for name, y in ref.items():
+            got = np.rint(np.asarray(ctx[name], dtype=np.float64)).astype(np.int64)
+            if not np.array_equal(got, y):
+                return dict(equal=False, first_difference=name, images=int(i + len(xb)))
+            streams += 1
+        logits.append(ref[graph.output])
+        checked += len(xb)
+    return dict(equal=True, images=checked, streams_compared=streams,
+                logits=np.concatenate(logits) if logits else np.zeros((0, graph.classes), np.int64))
+
+
+def write_report(out: Path, res: dict, cost: dict) -> None:
+    from model.checkpoint import atomic_write_bytes
+    atomic_write_bytes(out / "report.json", lambda fh: fh.write(json.dumps(res, indent=2, default=str).encode()))
+    acc = res["accuracy"]
+    ver = res["verification"]
+    md = [f"# Dataflow export of {res['model']}", "",
+          f"Command: `{res['command']}`", "",
+          f"Graph: {len(cost['nodes'])} kernel nodes ({', '.join(f'{k} x{v}' for k, v in res['op_counts'].items())}).", "",
+          "| test images | float top-1 | hardware-exact (golden integer) top-1 | agreement |", "|---|---|---|---|",
+          f"| {acc['images']} | {acc['float_top1']:.2f}% | {acc['int_top1']:.2f}% | {acc['agreement']:.2f}% |", "",
+          f"ONNX execution (qonnx `execute_onnx`, FINN's Thresholding / MVAU) vs golden executor: "
+          f"**{'bit-exact' if ver['equal'] else 'MISMATCH at ' + ver.get('first_difference', '?')}** on "
+          f"{ver['images']} test images, {ver.get('streams_compared', 0)} streams compared with np.array_equal.", "",
+          f"Cost model at {cost['clock_mhz']:.0f} MHz (first analytical estimate): bottleneck "
+          f"`{cost['bottleneck']}` at {cost['cycles_per_image']} cycles/image -> "
+          f"{cost['images_per_s']:.0f} images/s; latency ~{cost['latency_cycles']} cycles; "
+          f"{cost['luts']} LUT, {cost['bram36']} BRAM36, {cost['dsps']} DSP, "
+          f"{cost['mem_bits'] / 8192:.1f} KiB of parameters and buffers.", "",
+          "| node | op | in bits | out bits | weight bits | PE | SIMD | cycles | memory bits | LUT | BRAM36 | DSP |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in cost["nodes"]:
+        md.append(f"| {r['name']} | {r['op']} | {','.join(map(str, r['in_bits']))} | {r['out_bits']} | "
+                  f"{r['weight_bits'] or ''} | {r['PE']} | {r['SIMD'] or ''} | {r['cycles']} | {r['mem_bits']} | "
+                  f"{r['luts']} | {r['bram36']} | {r['dsps']} |")
+    atomic_write_bytes(out / "report.md", lambda fh: fh.write(("\n".join(md) + "\n").encode()))
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from model.checkpoint import CheckpointError, atomic_write_bytes, model_from_checkpoint
+    from model.data import DataError, load_split
+
+    from .golden import evaluate_int
+    from .intnet import IntNet, IntNetError, QuantSpec
+
+    p = argparse.ArgumentParser(prog="python -m hw.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--intnet", default=None, help="integer model from 'make golden' (default: fold the checkpoint)")
+    p.add_argument("--data", default=None)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--act-bits", type=int, default=QuantSpec.act_bits)
+    p.add_argument("--calib", type=int, default=512)
+    p.add_argument("--target-cycles", type=int, default=10000,
+                   help="fold every node to at most this many cycles per image (default 10000: 10k images/s at 100 MHz)")
+    p.add_argument("--folding", default=None, help="folding JSON ({node: {PE, SIMD}}) to use instead")
+    p.add_argument("--verify", type=int, default=1000, help="test images run through the ONNX graph (default 1000)")
+    p.add_argument("--limit", type=int, default=0, help="test images for top-1 (0: all)")
+    p.add_argument("--clock-mhz", type=float, default=100.0)
+    p.add_argument("--out", default=None)
+    a = p.parse_args(argv)
+    t_start = time.time()
+    try:
+        model, ck = model_from_checkpoint(a.ckpt)
+        data = a.data or ck.get("data", "fmnist")
+        test = load_split(data, "test", a.data_dir, model.cfg.img_size)
+        if a.intnet:
+            net = IntNet.load(a.intnet)
+        else:
+            train = load_split(data, "train", a.data_dir, model.cfg.img_size)
+            spec = QuantSpec(act_bits=a.act_bits, lut_bits=min(a.act_bits, 12))
+            print(f"[export] folding {a.ckpt} into the integer network ({a.calib} calibration images)")
+            net = IntNet.from_model(model.eval(), train.images[:a.calib], train.mean, train.std, spec)
+    except (CheckpointError, DataError, IntNetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, NotImplementedError) as exc:   # e.g. binary weights that are not +-1
+        print(f"error: the checkpoint cannot be lowered to hardware: {exc}", file=sys.stderr)
+        return 2
+    name = ck.get("model_name", "model")
+    out = Path(a.out or f"build/{name}/export")
+    out.mkdir(parents=True, exist_ok=True)
+    graph = net.graph
+    image_shape = (model.cfg.img_size, model.cfg.img_size, model.cfg.in_chans)
+    try:
+        if a.folding:
+            fpath = Path(a.folding)
+            if not fpath.exists():
+                raise FoldingError(f"folding file {fpath} does not exist (an export writes one: folding.json)")
+            apply_folding(graph, json.loads(fpath.read_text()))
+        else:
+            fold_for_target(graph, image_shape, a.target_cycles)
+        check_folding(graph, stream_shapes(graph, 1, image_shape))
+        onnx_model = to_onnx(graph, image_shape, batch=1)
+        validate(onnx_model)
+    except (FoldingError, UnsupportedGraphError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    tmp = out / "dataflow.onnx.tmp"
+    onnx_model.save(str(tmp))
+    tmp.replace(out / "dataflow.onnx")
+    atomic_write_bytes(out / "folding.json", lambda fh: fh.write(json.dumps(folding_of(graph), indent=1).encode()))
+    print(f"[export] wrote {out}/dataflow.onnx ({len(graph.nodes)} nodes) and folding.json")
+
+    n_ver = min(a.verify, len(test.images))
+    ver = verify_onnx(net, graph, test.images[:n_ver].numpy())
+    ver.pop("logits", None)
+    print(f"[export] ONNX execution vs golden on {n_ver} images: {'bit-exact' if ver['equal'] else 'MISMATCH'}")
+    n = a.limit or len(test.images)
+    acc = evaluate_int(net, model, test.images[:n], test.labels[:n])
+    cost = graph_cost(graph, image_shape, a.clock_mhz)
+    res = dict(model=name, checkpoint=str(a.ckpt), data=data, spec=net.spec.__dict__,
+               command="python -m hw.export " + " ".join(argv if argv is not None else sys.argv[1:]),
+               accuracy=acc, verification=ver, op_counts=op_counts(graph), cost=cost,
+               seconds=round(time.time() - t_start, 1))
+    write_report(out, res, cost)
+    print(f"{name}: float top-1 {acc['float_top1']:.2f}%, hardware-exact (golden) top-1 {acc['int_top1']:.2f}% "
+          f"on {acc['images']} test images; bottleneck {cost['bottleneck']} {cost['cycles_per_image']} cycles "
+          f"-> {cost['images_per_s']:.0f} images/s at {a.clock_mhz:.0f} MHz")
+    print(f"[export] wrote {out}/report.json and report.md")
+    return 0 if ver["equal"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

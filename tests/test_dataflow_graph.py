@@ -1,0 +1,201 @@
+"""The dataflow graph, its ONNX form in FINN's style, the cost model and `make export`.
+
+The ONNX graph is executed by qonnx's execute_onnx, which runs FINN's own
+Python code for the Thresholding and MVAU nodes: the check against code
+nobody here wrote.  Every stream must equal the golden executor's.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper
+
+from hw.cost import FoldingError, check_folding, fold_for_target, graph_cost, node_cost
+from hw.export import verify_onnx
+from hw.graph import FINN_DOMAIN, Node, run
+from hw.intnet import IntNet, QuantSpec
+from hw.onnx_graph import UnsupportedGraphError, execute, stream_shapes, to_onnx, validate
+from hw.ops import execute as op_execute
+from model.checkpoint import model_from_checkpoint
+from model.data import load_split
+
+ROOT = Path(__file__).resolve().parents[1]
+CKPT = ROOT / "checkpoints/bhvit_pynq_fmnist/model.pt"
+IMG = (32, 32, 1)
+
+
+@pytest.fixture(scope="module")
+def net():
+    model, _ = model_from_checkpoint(CKPT)
+    train = load_split("fmnist", "train")
+    return IntNet.from_model(model.eval(), train.images[:64], train.mean, train.std, QuantSpec(act_bits=10, lut_bits=10))
+
+
+@pytest.fixture(scope="module")
+def images():
+    return load_split("fmnist", "test").images[:12].numpy()
+
+
+def test_onnx_graph_equals_golden_on_every_stream(net, images):
+    res = verify_onnx(net, net.graph, images, batch=6, progress=False)
+    assert res["equal"], res
+    assert res["images"] == 12 and res["streams_compared"] == 2 * len(net.graph.nodes)
+    assert np.array_equal(res["logits"], net.forward(images))
+
+
+def test_finn_nodes_run_finns_code_and_ours_run_hw_ops(net):
+    from qonnx.custom_op.registry import getCustomOp
+    model = to_onnx(net.graph, IMG)
+    import finn.custom_op.fpgadataflow  # noqa: F401
+    kinds = {}
+    for node in model.graph.node:
+        kinds.setdefault(node.op_type, type(getCustomOp(node)).__module__)
+    assert kinds["MVAU"].startswith("finn.") and kinds["Thresholding"].startswith("finn.")
+    assert kinds["Affine"] == "hw.custom_op" and kinds["QDAttention"] == "hw.custom_op"
+    validate(model)
+
+
+def test_qonnx_shape_and_datatype_inference_agree_with_the_export(net, images):
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.infer_shapes import InferShapes
+    model = to_onnx(net.graph, IMG, batch=2)
+    before = {vi.name: model.get_tensor_shape(vi.name) for vi in model.graph.value_info}
+    dts = {n.outputs[0]: n.dtype for n in net.graph.nodes}
+    model = model.transform(InferShapes()).transform(InferDataTypes())
+    for name, shape in before.items():
+        assert model.get_tensor_shape(name) == shape, name
+    for name, dt in dts.items():
+        assert model.get_tensor_datatype(name).name == dt, name
+    assert np.array_equal(execute(model, images[:2].transpose(0, 2, 3, 1)), net.forward(images[:2]))
+
+
+def _single_node_model(node: Node, x: np.ndarray):
+    """A one-node graph (ONNX, FINN's form) around ``node`` for input ``x``."""
+    y = op_execute(node, [x])[0]
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.basic import qonnx_make_model
+    from onnx import numpy_helper
+    inits = [numpy_helper.from_array(np.asarray(v, dtype=np.float32), f"c{k}") for k, v in node.params.items()]
+    onode = helper.make_node(node.op, [node.inputs[0]] + [f"c{k}" for k in node.params], node.outputs,
+                             domain=FINN_DOMAIN, name=node.name, backend="fpgadataflow", **node.attrs)
+    graph = helper.make_graph([onode], "one", [helper.make_tensor_value_info(node.inputs[0], TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info(node.outputs[0], TensorProto.FLOAT, y.shape)],
+                              initializer=inits)
+    m = ModelWrapper(qonnx_make_model(graph))
+    m.set_tensor_datatype(node.inputs[0], DataType["INT16"])
+    return m, y
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 9), st.integers(0, 2 ** 32 - 1))
+def test_finn_thresholding_equals_the_golden_threshold(tokens, channels, seed):
+    """Including x == t (sign(0) = +1) and the extremes of the input format."""
+    rng = np.random.default_rng(seed)
+    t = rng.integers(-40, 40, size=channels)
+    x = rng.integers(-40, 40, size=(2, tokens, channels))
+    x[0, 0] = t                                           # exactly on the threshold
+    x[1, -1, 0] = -(1 << 15)
+    node = Node("Thresholding", "th", ["x"], ["y"],
+                dict(NumChannels=channels, PE=1, numSteps=1, inputDataType="INT16", weightDataType="INT8",
+                     outputDataType="BIPOLAR", ActVal=0, numInputVectors=[2, tokens]),
+                dict(thresholds=t.reshape(channels, 1)), "BIPOLAR")
+    from hw.onnx_graph import execute_full
+    m, y = _single_node_model(node, x)
+    got = execute_full(m, x)["y"]
+    assert np.array_equal(np.rint(got).astype(np.int64), y)
+    assert np.array_equal(y[0, 0], np.ones(channels))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 70), st.integers(1, 9), st.integers(0, 2 ** 32 - 1))
+def test_finn_mvau_equals_the_golden_xnor_popcount(vectors, k, n, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.choice([-1, 1], size=(1, vectors, k))
+    w = rng.choice([-1, 1], size=(k, n))
+    node = Node("MVAU", "mv", ["x"], ["y"],
+                dict(MW=k, MH=n, SIMD=1, PE=1, inputDataType="BIPOLAR", weightDataType="BIPOLAR",
+                     outputDataType=f"UINT{k.bit_length()}", binaryXnorMode=0, noActivation=1,
+                     numInputVectors=[1, vectors]),
+                dict(weights=w), f"UINT{k.bit_length()}")
+    from hw.onnx_graph import execute_full
+    m, y = _single_node_model(node, x)
+    got = execute_full(m, x)["y"]
+    assert np.array_equal(np.rint(got).astype(np.int64), y)
+    assert np.array_equal(2 * y - k, x @ w)              # popcount of matches <-> +-1 dot product
+
+
+def test_unsupported_op_and_non_binary_weights_are_named(net):
+    model = to_onnx(net.graph, IMG)
+    bad = model.graph.node[5]
+    model.graph.node.insert(6, helper.make_node("Softmax", [bad.output[0]], ["sm"], name="my_softmax"))
+    with pytest.raises(UnsupportedGraphError, match="my_softmax.*Softmax"):
+        validate(model)
+    model = to_onnx(net.graph, IMG)
+    mv = next(n for n in model.graph.node if n.op_type == "MVAU")
+    w = model.get_initializer(mv.input[1]).copy()
+    w[0, 0] = 0.5
+    model.set_initializer(mv.input[1], w)
+    with pytest.raises(UnsupportedGraphError, match=f"{mv.name}.*not all \\+-1"):
+        validate(model)
+
+
+def test_folding_that_does_not_divide_is_rejected_with_legal_values(net):
+    g = net.graph
+    shapes = stream_shapes(g, 1, IMG)
+    node = g.node("stages.0.0.norm1")                     # 32 channels
+    old = node.attrs.get("PE", 1)
+    node.attrs["PE"] = 3
+    try:
+        with pytest.raises(FoldingError, match=r"stages\.0\.0\.norm1 \(Affine\): PE=3 does not divide 32; "
+                                               r"legal: 1, 2, 4, 8, 16, 32"):
+            check_folding(g, shapes)
+    finally:
+        node.attrs["PE"] = old
+
+
+def test_cost_model_cycles_follow_the_folding(net):
+    g = net.graph
+    shapes = stream_shapes(g, 1, IMG)
+    mv = g.node("stages.0.0.mlp.fc1.linear")               # 256 tokens, 32 -> 128
+    mv.attrs.update(PE=1, SIMD=1)
+    assert node_cost(mv, shapes)["cycles"] == 256 * 32 * 128
+    mv.attrs.update(PE=4, SIMD=8)
+    assert node_cost(mv, shapes)["cycles"] == 256 * (32 // 8) * (128 // 4)
+    fold_for_target(g, IMG, 20000)
+    cost = graph_cost(g, IMG)
+    assert cost["cycles_per_image"] <= 20000
+    assert cost["images_per_s"] == pytest.approx(100e6 / cost["cycles_per_image"])
+    assert max(r["cycles"] for r in cost["nodes"]) == cost["cycles_per_image"]
+    assert {r["name"] for r in cost["nodes"]} == {n.name for n in g.nodes}
+
+
+def test_golden_executor_and_graph_run_agree_with_intnet_forward(net, images):
+    trace = {}
+    logits = run(net.graph, images.transpose(0, 2, 3, 1), trace)
+    assert np.array_equal(logits, net.forward(images))
+    assert all(v.dtype == np.int64 for v in trace.values())
+
+
+def test_export_cli(tmp_path):
+    cmd = [sys.executable, "-m", "hw.export", "--ckpt", str(CKPT), "--calib", "64", "--verify", "4",
+           "--limit", "40", "--out", str(tmp_path)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["verification"]["equal"] and rep["verification"]["images"] == 4
+    assert rep["accuracy"]["images"] == 40
+    assert rep["cost"]["cycles_per_image"] <= 10000
+    assert all(r["cycles"] > 0 and r["out_bits"] >= 1 for r in rep["cost"]["nodes"])
+    assert (tmp_path / "dataflow.onnx").exists() and "| node | op |" in (tmp_path / "report.md").read_text()
+    folding = json.loads((tmp_path / "folding.json").read_text())
+    folding["stages.0.0.norm1"]["PE"] = 5
+    (tmp_path / "bad.json").write_text(json.dumps(folding))
+    bad = subprocess.run(cmd[:-2] + ["--out", str(tmp_path / "b"), "--folding", str(tmp_path / "bad.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert bad.returncode == 2 and "stages.0.0.norm1 (Affine): PE=5 does not divide 32" in bad.stderr
