@@ -19,6 +19,7 @@ TRAIN_ARGS ?=
 ACT_BITS ?= 10
 GOLDEN_ARGS ?=
 EXPORT_ARGS ?=
+QAT_ARGS ?=
 DATA_ARG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 ifeq ($(NPROC),1)
   LAUNCH := $(PY) -m model.train
@@ -26,12 +27,13 @@ else
   LAUNCH := $(PY) -m torch.distributed.run --nproc_per_node=$(NPROC) $(TORCHRUN_ARGS) -m model.train
 endif
 
-.PHONY: setup train eval ship golden export test demo benchmark clean help
+.PHONY: setup train eval ship golden qat export test demo benchmark clean help
 help:
 	@echo "make demo      set-up, a short training and evaluation (the main job, end to end)"
 	@echo "make train     MODEL=$(MODEL) DATA=$(DATA) EPOCHS=$(EPOCHS) [NPROC=N] [TEACHER=none]"
 	@echo "make eval      CKPT=$(CKPT) DATA=$(DATA)"
 	@echo "make golden    CKPT=$(CKPT) ACT_BITS=$(ACT_BITS): fold into the integer (golden) model, float vs integer top-1"
+	@echo "make qat       CKPT=$(CKPT): fine-tune the integer network through its hardware-exact PyTorch form"
 	@echo "make export    CKPT=$(CKPT): FINN-form dataflow ONNX graph, verified bit-exact against golden, + cost report"
 	@echo "make test      the test suite"
 
@@ -59,6 +61,9 @@ eval: setup
 
 golden: setup
 	$(PY) -m hw.golden --ckpt $(CKPT) --act-bits $(ACT_BITS) $(GOLDEN_ARGS)
+
+qat: setup
+	$(PY) -m hw.qat --ckpt $(CKPT) --act-bits $(ACT_BITS) $(QAT_ARGS)
 
 export: setup
 	$(PY) -m hw.export --ckpt $(CKPT) --act-bits $(ACT_BITS) $(EXPORT_ARGS)

@@ -13,7 +13,8 @@ Steps, each one a function of the previous result:
    node is a supported kernel and every binary weight is +-1;
 4. execute that ONNX file with qonnx's ``execute_onnx`` (FINN's own Python
    execution of its Thresholding / MVAU nodes) and require every stream of
-   it to equal the golden executor's, ``np.array_equal``;
+   it to equal the golden executor's, ``np.array_equal``; the PyTorch
+   hardware-exact forward (:class:`hw.qat.TorchIntNet`) must give the same logits;
 5. measure top-1 of the float model and the golden integer model;
 6. write ``report.json`` / ``report.md``: every node with its input / output
    bit widths, weight bits, folding, expected cycles, memory and resources.
@@ -81,6 +82,17 @@ def verify_onnx(net, graph: Graph, images_u8: np.ndarray, batch: int = 50, progr
                 logits=np.concatenate(logits) if logits else np.zeros((0, graph.classes), np.int64))
 
 
+def verify_torch(net, images_u8: np.ndarray, golden_logits: np.ndarray, chunk: int = 100) -> bool:
+    """The PyTorch hardware-exact forward (hw.qat.TorchIntNet) gives the golden logits."""
+    import torch
+
+    from .qat import TorchIntNet
+    tnet = TorchIntNet(net)
+    with torch.no_grad():
+        got = np.concatenate([tnet(images_u8[i:i + chunk]).numpy() for i in range(0, len(images_u8), chunk)])
+    return bool(np.array_equal(got, np.rint(got)) and np.array_equal(got.astype(np.int64), golden_logits))
+
+
 def write_report(out: Path, res: dict, cost: dict) -> None:
     from model.checkpoint import atomic_write_bytes
     atomic_write_bytes(out / "report.json", lambda fh: fh.write(json.dumps(res, indent=2, default=str).encode()))
@@ -93,7 +105,9 @@ def write_report(out: Path, res: dict, cost: dict) -> None:
           f"| {acc['images']} | {acc['float_top1']:.2f}% | {acc['int_top1']:.2f}% | {acc['agreement']:.2f}% |", "",
           f"ONNX execution (qonnx `execute_onnx`, FINN's Thresholding / MVAU) vs golden executor: "
           f"**{'bit-exact' if ver['equal'] else 'MISMATCH at ' + ver.get('first_difference', '?')}** on "
-          f"{ver['images']} test images, {ver.get('streams_compared', 0)} streams compared with np.array_equal.", "",
+          f"{ver['images']} test images, {ver.get('streams_compared', 0)} streams compared with np.array_equal. "
+          f"PyTorch hardware-exact forward (`hw.qat.TorchIntNet`) vs golden logits: "
+          f"**{'bit-exact' if ver.get('torch_equal') else 'MISMATCH or not run'}**.", "",
           f"Cost model at {cost['clock_mhz']:.0f} MHz (first analytical estimate): bottleneck "
           f"`{cost['bottleneck']}` at {cost['cycles_per_image']} cycles/image -> "
           f"{cost['images_per_s']:.0f} images/s; latency ~{cost['latency_cycles']} cycles; "
@@ -178,8 +192,12 @@ def main(argv=None) -> int:
 
     n_ver = min(a.verify, len(test.images))
     ver = verify_onnx(net, graph, test.images[:n_ver].numpy())
-    ver.pop("logits", None)
+    golden_logits = ver.pop("logits", None)
     print(f"[export] ONNX execution vs golden on {n_ver} images: {'bit-exact' if ver['equal'] else 'MISMATCH'}")
+    if ver["equal"]:
+        ver["torch_equal"] = verify_torch(net, test.images[:n_ver].numpy(), golden_logits)
+        print(f"[export] PyTorch hardware-exact forward vs golden on {n_ver} images: "
+              f"{'bit-exact' if ver['torch_equal'] else 'MISMATCH'}")
     n = a.limit or len(test.images)
     acc = evaluate_int(net, model, test.images[:n], test.labels[:n])
     cost = graph_cost(graph, image_shape, a.clock_mhz)
@@ -192,7 +210,7 @@ def main(argv=None) -> int:
           f"on {acc['images']} test images; bottleneck {cost['bottleneck']} {cost['cycles_per_image']} cycles "
           f"-> {cost['images_per_s']:.0f} images/s at {a.clock_mhz:.0f} MHz")
     print(f"[export] wrote {out}/report.json and report.md")
-    return 0 if ver["equal"] else 1
+    return 0 if ver["equal"] and ver.get("torch_equal") else 1
 
 
 if __name__ == "__main__":

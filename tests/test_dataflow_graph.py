@@ -7,7 +7,6 @@ nobody here wrote.  Every stream must equal the golden executor's.
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,27 +17,21 @@ from onnx import TensorProto, helper
 from hw.cost import FoldingError, check_folding, fold_for_target, graph_cost, node_cost
 from hw.export import verify_onnx
 from hw.graph import FINN_DOMAIN, Node, run
-from hw.intnet import IntNet, QuantSpec
 from hw.onnx_graph import UnsupportedGraphError, execute, stream_shapes, to_onnx, validate
 from hw.ops import execute as op_execute
-from model.checkpoint import model_from_checkpoint
-from model.data import load_split
 
-ROOT = Path(__file__).resolve().parents[1]
-CKPT = ROOT / "checkpoints/bhvit_pynq_fmnist/model.pt"
+from tests.conftest import CKPT, ROOT
 IMG = (32, 32, 1)
 
 
 @pytest.fixture(scope="module")
-def net():
-    model, _ = model_from_checkpoint(CKPT)
-    train = load_split("fmnist", "train")
-    return IntNet.from_model(model.eval(), train.images[:64], train.mean, train.std, QuantSpec(act_bits=10, lut_bits=10))
+def net(shipped_net):
+    return shipped_net
 
 
 @pytest.fixture(scope="module")
-def images():
-    return load_split("fmnist", "test").images[:12].numpy()
+def images(shipped):
+    return shipped[2].images[:12].numpy()
 
 
 def test_onnx_graph_equals_golden_on_every_stream(net, images):
@@ -189,6 +182,7 @@ def test_export_cli(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["verification"]["equal"] and rep["verification"]["images"] == 4
+    assert rep["verification"]["torch_equal"] is True
     assert rep["accuracy"]["images"] == 40
     assert rep["cost"]["cycles_per_image"] <= 10000
     assert all(r["cycles"] > 0 and r["out_bits"] >= 1 for r in rep["cost"]["nodes"])

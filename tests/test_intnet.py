@@ -6,7 +6,6 @@ save/load round trip bit for bit, and track the float model it came from.
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,20 +13,8 @@ import torch
 
 from hw.compare import layer_report
 from hw.intnet import IntNet, IntNetError, QuantSpec
-from model.checkpoint import model_from_checkpoint
-from model.data import load_split
 
-ROOT = Path(__file__).resolve().parents[1]
-CKPT = ROOT / "checkpoints/bhvit_pynq_fmnist/model.pt"
-
-
-@pytest.fixture(scope="module")
-def shipped():
-    model, _ = model_from_checkpoint(CKPT)
-    model.eval()
-    train = load_split("fmnist", "train")
-    test = load_split("fmnist", "test")
-    return model, train, test
+from tests.conftest import CKPT, ROOT
 
 
 def fold(shipped, bits):
