@@ -29,7 +29,7 @@ endif
 
 .PHONY: setup train eval ship golden qat export test demo benchmark clean help
 help:
-	@echo "make demo      set-up, a short training and evaluation (the main job, end to end)"
+	@echo "make demo      set-up, a short training, evaluation, and the dataflow export of the shipped model"
 	@echo "make train     MODEL=$(MODEL) DATA=$(DATA) EPOCHS=$(EPOCHS) [NPROC=N] [TEACHER=none]"
 	@echo "make eval      CKPT=$(CKPT) DATA=$(DATA)"
 	@echo "make golden    CKPT=$(CKPT) ACT_BITS=$(ACT_BITS): fold into the integer (golden) model, float vs integer top-1"
@@ -75,6 +75,7 @@ demo: setup
 	$(MAKE) train EPOCHS=1 TEACHER_EPOCHS=1 OUT=runs/demo TEACHER=runs/demo_teacher/last.pt \
 	  TRAIN_ARGS="--limit-steps 20 --eval-limit 1000"
 	$(MAKE) eval CKPT=checkpoints/bhvit_pynq_fmnist/model.pt
+	$(MAKE) export CKPT=checkpoints/bhvit_pynq_fmnist/model.pt EXPORT_ARGS="--verify 50 --limit 1000"
 
 benchmark: setup
 	$(PY) benchmarks/train_throughput.py --model $(MODEL) --batch-size $(BATCH)

@@ -45,21 +45,12 @@ def fold_dims(node, shapes) -> dict:
     out = shapes[node.outputs[0]]
     if node.op == "MVAU":
         return {"PE": a["MH"], "SIMD": a["MW"]}
-    if node.op == "XnorConv2d":
+    if node.op in ("XnorConv2d", "IntConv2d"):
         w = node.params["w"]
         return {"PE": w.shape[0], "SIMD": _prod(w.shape[1:])}
-    if node.op == "IntConv2d":
-        w = node.params["w"]
-        return {"PE": w.shape[0], "SIMD": _prod(w.shape[1:])}
-    if node.op == "Thresholding":
-        return {"PE": a["NumChannels"]}
     if node.op == "QDAttention":
         return {"PE": shapes[node.inputs[1]][-2]}          # keys processed in parallel
-    if node.op == "IntLinear":
-        return {"PE": out[-1]}
-    if node.op == "TokenSum":
-        return {"PE": out[-1]}
-    return {"PE": out[-1]}
+    return {"PE": out[-1]}                                 # channels of the output stream
 
 
 def check_folding(graph: Graph, shapes) -> None:

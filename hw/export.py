@@ -61,7 +61,7 @@ def verify_onnx(net, graph: Graph, images_u8: np.ndarray, batch: int = 50, progr
     from .graph import run
     x = np.asarray(images_u8).transpose(0, 2, 3, 1)
     image_shape = x.shape[1:]
-    streams = checked = 0
+    streams = checked = batches = 0
     logits = []
     model_b = None
     for i in tqdm(range(0, len(x), batch), desc="onnx vs golden", unit="batch", disable=not progress):
@@ -75,10 +75,11 @@ def verify_onnx(net, graph: Graph, images_u8: np.ndarray, batch: int = 50, progr
             got = np.rint(np.asarray(ctx[name], dtype=np.float64)).astype(np.int64)
             if not np.array_equal(got, y):
                 return dict(equal=False, first_difference=name, images=int(i + len(xb)))
-            streams += 1
+        streams = len(ref)
+        batches += 1
         logits.append(ref[graph.output])
         checked += len(xb)
-    return dict(equal=True, images=checked, streams_compared=streams,
+    return dict(equal=True, images=checked, streams_compared=streams, batches=batches,
                 logits=np.concatenate(logits) if logits else np.zeros((0, graph.classes), np.int64))
 
 
@@ -105,7 +106,7 @@ def write_report(out: Path, res: dict, cost: dict) -> None:
           f"| {acc['images']} | {acc['float_top1']:.2f}% | {acc['int_top1']:.2f}% | {acc['agreement']:.2f}% |", "",
           f"ONNX execution (qonnx `execute_onnx`, FINN's Thresholding / MVAU) vs golden executor: "
           f"**{'bit-exact' if ver['equal'] else 'MISMATCH at ' + ver.get('first_difference', '?')}** on "
-          f"{ver['images']} test images, {ver.get('streams_compared', 0)} streams compared with np.array_equal. "
+          f"{ver['images']} test images, every one of the {ver.get('streams_compared', 0)} streams compared with np.array_equal. "
           f"PyTorch hardware-exact forward (`hw.qat.TorchIntNet`) vs golden logits: "
           f"**{'bit-exact' if ver.get('torch_equal') else 'MISMATCH or not run'}**.", "",
           f"Cost model at {cost['clock_mhz']:.0f} MHz (first analytical estimate): bottleneck "

@@ -47,11 +47,8 @@ def to_onnx(graph: Graph, image_shape, batch: int = 1):
             inits.append(numpy_helper.from_array(arr, cname))
             const_names.append(cname)
         if n.op in FINN_OPS:
-            vec = list(attrs.pop("numInputVectors", [1]))
-            if n.op == "MVAU":
-                lead = shapes[n.inputs[0]][:-1]
-                vec = list(lead)
-            attrs["numInputVectors"] = vec
+            # FINN's vectors: every leading dimension of the input stream
+            attrs["numInputVectors"] = [int(v) for v in shapes[n.inputs[0]][:-1]]
             attrs["backend"] = "fpgadataflow"
         else:
             attrs["out_dtype"] = n.dtype
