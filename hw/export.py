@@ -124,51 +124,27 @@ def write_report(out: Path, res: dict, cost: dict) -> None:
 
 
 def main(argv=None) -> int:
-    import torch
+    from model.checkpoint import atomic_write_bytes
 
-    from model.checkpoint import CheckpointError, atomic_write_bytes, model_from_checkpoint
-    from model.data import DataError, load_split
-
+    from .cli import HwInputError, add_common_args, load_inputs
     from .golden import evaluate_int
-    from .intnet import IntNet, IntNetError, QuantSpec
 
     p = argparse.ArgumentParser(prog="python -m hw.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True)
-    p.add_argument("--intnet", default=None, help="integer model from 'make golden' (default: fold the checkpoint)")
-    p.add_argument("--data", default=None)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--act-bits", type=int, default=QuantSpec.act_bits)
-    p.add_argument("--calib", type=int, default=512)
+    add_common_args(p)
     p.add_argument("--target-cycles", type=int, default=10000,
                    help="fold every node to at most this many cycles per image (default 10000: 10k images/s at 100 MHz)")
     p.add_argument("--folding", default=None, help="folding JSON ({node: {PE, SIMD}}) to use instead")
     p.add_argument("--verify", type=int, default=1000, help="test images run through the ONNX graph (default 1000)")
-    p.add_argument("--limit", type=int, default=0, help="test images for top-1 (0: all)")
     p.add_argument("--clock-mhz", type=float, default=100.0)
-    p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     t_start = time.time()
     try:
-        model, ck = model_from_checkpoint(a.ckpt)
-        data = a.data or ck.get("data", "fmnist")
-        test = load_split(data, "test", a.data_dir, model.cfg.img_size)
-        if a.intnet:
-            net = IntNet.load(a.intnet)
-        else:
-            train = load_split(data, "train", a.data_dir, model.cfg.img_size)
-            spec = QuantSpec(act_bits=a.act_bits, lut_bits=min(a.act_bits, 12))
-            print(f"[export] folding {a.ckpt} into the integer network ({a.calib} calibration images)")
-            net = IntNet.from_model(model.eval(), train.images[:a.calib], train.mean, train.std, spec)
-    except (CheckpointError, DataError, IntNetError) as exc:
+        inp = load_inputs(a, "export")
+    except HwInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, NotImplementedError) as exc:   # e.g. binary weights that are not +-1
-        print(f"error: the checkpoint cannot be lowered to hardware: {exc}", file=sys.stderr)
-        return 2
-    name = ck.get("model_name", "model")
-    out = Path(a.out or f"build/{name}/export")
-    out.mkdir(parents=True, exist_ok=True)
+    model, net, test, out, name, data = inp.model, inp.net, inp.test, inp.out, inp.name, inp.data
     graph = net.graph
     image_shape = (model.cfg.img_size, model.cfg.img_size, model.cfg.in_chans)
     try:

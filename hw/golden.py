@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from .compare import format_report, layer_report
-from .intnet import IntNet, QuantSpec
+from .intnet import IntNet
 
 
 def evaluate_int(net: IntNet, model, images_u8: torch.Tensor, labels: torch.Tensor, chunk: int = 250,
@@ -66,36 +66,22 @@ def plot_layers(rows, path: Path, title: str):
 
 
 def main(argv=None) -> int:
-    from model.checkpoint import CheckpointError, atomic_write_bytes, model_from_checkpoint
-    from model.data import DataError, load_split
+    from model.checkpoint import atomic_write_bytes
+
+    from .cli import HwInputError, add_common_args, load_inputs
 
     p = argparse.ArgumentParser(prog="python -m hw.golden", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True)
-    p.add_argument("--data", default=None, help="data set (default: the checkpoint's)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--act-bits", type=int, default=QuantSpec.act_bits, help="residual stream / activation width")
-    p.add_argument("--calib", type=int, default=512, help="training images used to choose formats")
-    p.add_argument("--calib-quantile", type=float, default=QuantSpec.calib_quantile,
-                   help="range of each tensor = this quantile of |x| on the calibration images (1: max)")
-    p.add_argument("--limit", type=int, default=0, help="first N test images only (0: all)")
-    p.add_argument("--out", default=None, help="output folder (default build/<model>/golden)")
+    add_common_args(p, intnet=False)
     a = p.parse_args(argv)
+    t0 = time.time()
     try:
-        model, ck = model_from_checkpoint(a.ckpt)
-        data = a.data or ck.get("data", "fmnist")
-        train = load_split(data, "train", a.data_dir, model.cfg.img_size)
-        test = load_split(data, "test", a.data_dir, model.cfg.img_size)
-    except (CheckpointError, DataError) as exc:
+        inp = load_inputs(a, "golden")
+    except HwInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    name = ck.get("model_name", "model")
-    out = Path(a.out or f"build/{name}/golden")
-    out.mkdir(parents=True, exist_ok=True)
-    spec = QuantSpec(act_bits=a.act_bits, lut_bits=min(a.act_bits, 12), calib_quantile=a.calib_quantile)
-    model.eval()
-    t0 = time.time()
-    net = IntNet.from_model(model, train.images[:a.calib], train.mean, train.std, spec)
+    model, net, test, out, name, data = inp.model, inp.net, inp.test, inp.out, inp.name, inp.data
+    spec = net.spec
     net.save(out / "intnet.npz")
     fold_s = time.time() - t0
     n = a.limit or len(test.images)
@@ -108,7 +94,7 @@ def main(argv=None) -> int:
     atomic_write_bytes(out / "report.json", lambda fh: fh.write(json.dumps(res, indent=2).encode()))
     md = [f"# Golden integer model of {name}", "",
           f"Command: `{res['command']}`", "",
-          f"| images | float top-1 | integer top-1 | agreement |", "|---|---|---|---|",
+          "| images | float top-1 | integer top-1 | agreement |", "|---|---|---|---|",
           f"| {res['images']} | {res['float_top1']:.2f}% | {res['int_top1']:.2f}% | {res['agreement']:.2f}% |", "",
           f"Formats: act {spec.act_bits} bit, pre-activation {spec.pre_bits} bit, multipliers "
           f"{spec.mult_bits} bit, accumulators <= {spec.acc_bits} bit. Per-kernel SQNR on 32 test "

@@ -177,7 +177,7 @@ class _Builder:
         else:
             y = self.msmha(pre, s, t, n1, h, w)
         n2 = self.affine(pre + ".norm2", y)
-        r, c = cfg.mlp_ratios[s], cfg.dims[s]
+        r = cfg.mlp_ratios[s]
         rep = self.add("RepeatChannels", pre + ".mlp.repeat", [n2], self.dt[n2], dict(ratio=r))
         u = self.unit(pre + ".mlp.fc1", n2, rep, [1, h * w])
         gs = self.add("GroupSumChannels", pre + ".mlp.pool", [u], sint(r * dtype_max_abs(self.dt[u])), dict(ratio=r))

@@ -26,7 +26,6 @@ import json
 import math
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -344,42 +343,25 @@ def qat(net, model, train, steps: int, batch: int = 64, lr: float = 1e-3, seed: 
 
 
 def main(argv=None) -> int:
-    from model.checkpoint import CheckpointError, atomic_write_bytes, model_from_checkpoint
-    from model.data import DataError, load_split
+    from model.checkpoint import atomic_write_bytes
 
+    from .cli import HwInputError, add_common_args, load_inputs
     from .golden import evaluate_int
-    from .intnet import IntNet, IntNetError, QuantSpec
 
     p = argparse.ArgumentParser(prog="python -m hw.qat", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True)
-    p.add_argument("--intnet", default=None, help="start from this integer model (default: fold the checkpoint)")
-    p.add_argument("--act-bits", type=int, default=QuantSpec.act_bits)
-    p.add_argument("--calib", type=int, default=512)
+    add_common_args(p)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--limit", type=int, default=0, help="test images for top-1 (0: all)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     t0 = time.time()
     try:
-        model, ck = model_from_checkpoint(a.ckpt)
-        data = ck.get("data", "fmnist")
-        train = load_split(data, "train", a.data_dir, model.cfg.img_size)
-        test = load_split(data, "test", a.data_dir, model.cfg.img_size)
-        if a.intnet:
-            net = IntNet.load(a.intnet)
-        else:
-            net = IntNet.from_model(model.eval(), train.images[:a.calib], train.mean, train.std,
-                                    QuantSpec(act_bits=a.act_bits, lut_bits=min(a.act_bits, 12)))
-    except (CheckpointError, DataError, IntNetError) as exc:
+        inp = load_inputs(a, "qat")
+    except HwInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    name = ck.get("model_name", "model")
-    out = Path(a.out or f"build/{name}/qat")
-    out.mkdir(parents=True, exist_ok=True)
+    model, net, train, test, out, name = inp.model, inp.net, inp.train, inp.test, inp.out, inp.name
     n = a.limit or len(test.images)
     before = evaluate_int(net, model, test.images[:n], test.labels[:n])
     tnet, losses = qat(net, model, train, a.steps, a.batch, a.lr)

@@ -88,3 +88,22 @@ def test_qat_steps_lower_the_loss_and_stay_exactly_representable(shipped_all):
 class _Subset:
     def __init__(self, split, n):
         self.images, self.labels = split.images[:n], split.labels[:n]
+
+
+def test_qat_cli_writes_an_integer_model_and_refuses_bad_input(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from hw.intnet import IntNet
+    from tests.conftest import CKPT, ROOT
+    cmd = [sys.executable, "-m", "hw.qat", "--ckpt", str(CKPT), "--calib", "32", "--steps", "2", "--batch", "8",
+           "--limit", "20", "--out", str(tmp_path)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["steps"] == 2 and rep["after"]["images"] == 20 and len(rep["loss_first"]) == 2
+    assert IntNet.load(tmp_path / "intnet_qat.npz").forward(np.zeros((1, 1, 32, 32), np.uint8)).shape == (1, 10)
+    bad = subprocess.run(cmd[:-2] + ["--out", str(tmp_path / "b"), "--intnet", str(tmp_path / "none.npz")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and "make golden" in bad.stderr
