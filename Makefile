@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 MODEL   ?= bhvit_pynq_fmnist
 DATA    ?= fmnist
 DATA_DIR ?=
-EPOCHS  ?= 9
+EPOCHS  ?= 14
 BATCH   ?= 256
 LR      ?= 2e-3
 LOSS    ?= paper
@@ -16,6 +16,8 @@ TEACHER_EPOCHS ?= 5
 TEACHER ?= runs/$(TEACHER_MODEL)/last.pt
 CKPT    ?= checkpoints/bhvit_pynq_fmnist/model.pt
 TRAIN_ARGS ?=
+# torch.compile for training steps: ~1.8x faster on this CPU after a few minutes of compiling.
+COMPILE ?= 1
 ACT_BITS ?= 10
 GOLDEN_ARGS ?=
 EXPORT_ARGS ?=
@@ -45,12 +47,12 @@ train: setup
 ifneq ($(TEACHER),none)
 	@if $(PY) -m model.status $(TEACHER) $(TEACHER_EPOCHS); then echo "[make] teacher $(TEACHER) already trained"; \
 	else $(LAUNCH) --model $(TEACHER_MODEL) --data $(DATA) $(DATA_ARG) --epochs $(TEACHER_EPOCHS) \
-	     --batch-size $(BATCH) --lr $(LR) --seed $(SEED) --out $(dir $(TEACHER)) $(TRAIN_ARGS); fi
+	     --batch-size $(BATCH) --lr $(LR) --seed $(SEED) --out $(dir $(TEACHER)) --compile $(COMPILE) $(TRAIN_ARGS); fi
 	$(LAUNCH) --model $(MODEL) --data $(DATA) $(DATA_ARG) --epochs $(EPOCHS) --batch-size $(BATCH) \
-	  --lr $(LR) --loss $(LOSS) --seed $(SEED) --out $(OUT) --teacher $(TEACHER) $(TRAIN_ARGS)
+	  --lr $(LR) --loss $(LOSS) --seed $(SEED) --out $(OUT) --teacher $(TEACHER) --compile $(COMPILE) $(TRAIN_ARGS)
 else
 	$(LAUNCH) --model $(MODEL) --data $(DATA) $(DATA_ARG) --epochs $(EPOCHS) --batch-size $(BATCH) \
-	  --lr $(LR) --loss $(LOSS) --seed $(SEED) --out $(OUT) $(TRAIN_ARGS)
+	  --lr $(LR) --loss $(LOSS) --seed $(SEED) --out $(OUT) --compile $(COMPILE) $(TRAIN_ARGS)
 endif
 
 ship: setup
@@ -72,7 +74,7 @@ test: setup
 	$(PY) -m pytest tests/ -q
 
 demo: setup
-	$(MAKE) train EPOCHS=1 TEACHER_EPOCHS=1 OUT=runs/demo TEACHER=runs/demo_teacher/last.pt \
+	$(MAKE) train EPOCHS=1 TEACHER_EPOCHS=1 OUT=runs/demo TEACHER=runs/demo_teacher/last.pt COMPILE=0 \
 	  TRAIN_ARGS="--limit-steps 20 --eval-limit 1000"
 	$(MAKE) eval CKPT=checkpoints/bhvit_pynq_fmnist/model.pt
 	$(MAKE) export CKPT=checkpoints/bhvit_pynq_fmnist/model.pt EXPORT_ARGS="--verify 50 --limit 1000"
