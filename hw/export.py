@@ -14,13 +14,15 @@ Steps, each one a function of the previous result:
 4. execute that ONNX file with qonnx's ``execute_onnx`` (FINN's own Python
    execution of its Thresholding / MVAU nodes) and require every stream of
    it to equal the golden executor's, ``np.array_equal``; the PyTorch
-   hardware-exact forward (:class:`hw.qat.TorchIntNet`) must give the same logits;
+   hardware-exact forward (:class:`hw.qat.TorchIntNet`) must give the same
+   logits, and so must the QONNX file that Brevitas ``export_qonnx`` writes
+   from it (:mod:`hw.qonnx_export`, executed by qonnx + ONNX Runtime);
 5. measure top-1 of the float model and the golden integer model;
 6. write ``report.json`` / ``report.md``: every node with its input / output
    bit widths, weight bits, folding, expected cycles, memory and resources.
 
-Outputs go to ``build/<model>/export/``: dataflow.onnx, folding.json,
-report.json, report.md.  Bad input exits with code 2 and says what to do.
+Outputs go to ``build/<model>/export/``: dataflow.onnx, model_qonnx.onnx,
+folding.json, report.json, report.md.  Bad input exits with code 2 and says what to do.
 """
 from __future__ import annotations
 
@@ -94,6 +96,16 @@ def verify_torch(net, images_u8: np.ndarray, golden_logits: np.ndarray, chunk: i
     return bool(np.array_equal(got, np.rint(got)) and np.array_equal(got.astype(np.int64), golden_logits))
 
 
+def qonnx_line(qv) -> str:
+    if not qv:
+        return "Brevitas QONNX export: not run (--qonnx-verify 0)."
+    ops = ", ".join(f"{k} x{v}" for k, v in qv["ops"].items())
+    state = "bit-exact" if qv["equal"] else f"MISMATCH (first at test image {qv.get('first_difference_image')})"
+    return (f"Brevitas `export_qonnx` of the hardware-exact module (`model_qonnx.onnx`, {qv.get('nodes', '?')} nodes: "
+            f"{ops}), executed by qonnx `execute_onnx` vs golden logits: **{state}** on {qv['images']} test images "
+            f"({qv.get('seconds', '?')} s).")
+
+
 def write_report(out: Path, res: dict, cost: dict) -> None:
     from model.checkpoint import atomic_write_bytes
     atomic_write_bytes(out / "report.json", lambda fh: fh.write(json.dumps(res, indent=2, default=str).encode()))
@@ -109,6 +121,7 @@ def write_report(out: Path, res: dict, cost: dict) -> None:
           f"{ver['images']} test images, every one of the {ver.get('streams_compared', 0)} streams compared with np.array_equal. "
           f"PyTorch hardware-exact forward (`hw.qat.TorchIntNet`) vs golden logits: "
           f"**{'bit-exact' if ver.get('torch_equal') else 'MISMATCH or not run'}**.", "",
+          qonnx_line(ver.get("qonnx")), "",
           f"Cost model at {cost['clock_mhz']:.0f} MHz (first analytical estimate): bottleneck "
           f"`{cost['bottleneck']}` at {cost['cycles_per_image']} cycles/image -> "
           f"{cost['images_per_s']:.0f} images/s; latency ~{cost['latency_cycles']} cycles; "
@@ -136,6 +149,10 @@ def main(argv=None) -> int:
                    help="fold every node to at most this many cycles per image (default 10000: 10k images/s at 100 MHz)")
     p.add_argument("--folding", default=None, help="folding JSON ({node: {PE, SIMD}}) to use instead")
     p.add_argument("--verify", type=int, default=1000, help="test images run through the ONNX graph (default 1000)")
+    p.add_argument("--qonnx-verify", type=int, default=200,
+                   help="test images run through the Brevitas QONNX export (default 200, at most --verify; 0 skips "
+                        "it). qonnx executes its ~1,300 nodes one by one: about a minute per batch")
+    p.add_argument("--qonnx-batch", type=int, default=100, help="batch size the QONNX file is exported for")
     p.add_argument("--clock-mhz", type=float, default=100.0)
     a = p.parse_args(argv)
     t_start = time.time()
@@ -175,6 +192,16 @@ def main(argv=None) -> int:
         ver["torch_equal"] = verify_torch(net, test.images[:n_ver].numpy(), golden_logits)
         print(f"[export] PyTorch hardware-exact forward vs golden on {n_ver} images: "
               f"{'bit-exact' if ver['torch_equal'] else 'MISMATCH'}")
+    n_q = min(a.qonnx_verify, n_ver)
+    if ver["equal"] and n_q:
+        from . import qonnx_export
+        t_q = time.time()
+        qv = qonnx_export.verify(net, test.images[:n_q].numpy(), golden_logits[:n_q], out / "model_qonnx.onnx",
+                                 batch=min(a.qonnx_batch, n_q))
+        qv["seconds"] = round(time.time() - t_q, 1)
+        ver["qonnx"] = qv
+        print(f"[export] Brevitas export_qonnx -> {out}/model_qonnx.onnx ({qv.get('nodes', '?')} nodes); qonnx "
+              f"execution vs golden logits on {qv['images']} images: {'bit-exact' if qv['equal'] else 'MISMATCH'}")
     n = a.limit or len(test.images)
     acc = evaluate_int(net, model, test.images[:n], test.labels[:n])
     cost = graph_cost(graph, image_shape, a.clock_mhz)
@@ -187,7 +214,8 @@ def main(argv=None) -> int:
           f"on {acc['images']} test images; bottleneck {cost['bottleneck']} {cost['cycles_per_image']} cycles "
           f"-> {cost['images_per_s']:.0f} images/s at {a.clock_mhz:.0f} MHz")
     print(f"[export] wrote {out}/report.json and report.md")
-    return 0 if ver["equal"] and ver.get("torch_equal") else 1
+    ok = ver["equal"] and ver.get("torch_equal") and ver.get("qonnx", {}).get("equal", True)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

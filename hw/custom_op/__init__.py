@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 from qonnx.core.datatype import DataType
+from onnx import TensorProto
 from qonnx.custom_op.base import CustomOp
 
 from ..ops import ATTRS, execute
@@ -23,6 +24,13 @@ COMMON = {
     "param_names": ("strings", False, []),
     "backend": ("s", False, "fpgadataflow"),
 }
+
+
+def _declared_type(graph, name):
+    for vi in list(graph.value_info) + list(graph.output):
+        if vi.name == name:
+            return vi.type.tensor_type.elem_type
+    return None
 
 
 class _HwOp(CustomOp):
@@ -54,6 +62,10 @@ class _HwOp(CustomOp):
         stand_in = SimpleNamespace(op=self.op_type, name=node.name, attrs=self._attrs(), params=params)
         outs = execute(stand_in, [context[i] for i in node.input[:n_data]])
         for name, y in zip(node.output, outs):
+            # In a graph exported from PyTorch (hw.qonnx_export) the neighbours are standard
+            # ONNX ops run by ONNX Runtime, which insists on the declared element type.
+            if _declared_type(graph, name) == TensorProto.DOUBLE:
+                y = np.asarray(y, dtype=np.float64)
             context[name] = y
 
     def verify_node(self):
