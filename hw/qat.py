@@ -73,6 +73,12 @@ def _tok(m):
     return m.reshape(b, c, h * w).transpose(1, 2)
 
 
+def split_heads(t, heads: int):
+    """(windows, tokens, heads * d) -> (windows, heads, tokens, d)"""
+    bw, m, c = t.shape
+    return t.reshape(bw, m, heads, c // heads).transpose(1, 2)
+
+
 class TorchIntNet(nn.Module):
     """The dataflow graph of an IntNet as a trainable, hardware-exact module."""
 
@@ -240,11 +246,7 @@ class TorchIntNet(nn.Module):
         a = n.attrs
         heads, levels = a["heads"], a["levels"]
 
-        def split(t):
-            bw, m, c = t.shape
-            return t.reshape(bw, m, heads, c // heads).transpose(1, 2)
-
-        q, k, v = split(qb), split(kb), split(vb)
+        q, k, v = (split_heads(t, heads) for t in (qb, kb, vb))
         d = q.shape[-1]
         exact = K.qd_attention(*(t.detach().numpy().astype(np.int8) for t in (q, k, v)),
                                self.p(n, "table").numpy().astype(np.int64), levels)

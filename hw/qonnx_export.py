@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from . import kernels as K
 from .graph import DOMAIN
-from .qat import DT, TorchIntNet, _map, _tok
+from .qat import DT, TorchIntNet, _map, _tok, split_heads
 
 
 def int_quant(bits: int, name: str = "") -> nn.Module:
@@ -183,11 +183,7 @@ class QonnxIntNet(TorchIntNet):
         a = n.attrs
         heads, levels = a["heads"], a["levels"]
 
-        def split(t):
-            bw, m, c = t.shape
-            return t.reshape(bw, m, heads, c // heads).transpose(1, 2)
-
-        q, k, v = split(qb), split(kb), split(vb)
+        q, k, v = (split_heads(t, heads) for t in (qb, kb, vb))
         d = q.shape[-1]
         e = self.c(n, "table")[(q @ k.transpose(-1, -2) + d).long()]      # exp table of the 2d+1 scores
         total = e.sum(-1, keepdim=True)
