@@ -136,9 +136,13 @@ class TorchIntNet(nn.Module):
         return getattr(self, key)
 
     # ------------------------------------------------------------------ ops
+    @staticmethod
+    def _input_nhwc(image_u8):
+        return torch.as_tensor(np.asarray(image_u8)).to(DT).permute(0, 2, 3, 1)
+
     def forward(self, image_u8, trace: dict | None = None):
         """uint8 images (B, C, H, W) -> integer logits as float64 (exact)."""
-        env = {self.graph.input: torch.as_tensor(np.asarray(image_u8)).to(DT).permute(0, 2, 3, 1)}
+        env = {self.graph.input: self._input_nhwc(image_u8)}
         for node in self.graph.nodes:
             y = getattr(self, "op_" + node.op)(node, *[env[i] for i in node.inputs])
             env[node.outputs[0]] = y

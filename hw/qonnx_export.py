@@ -129,14 +129,10 @@ class QonnxIntNet(TorchIntNet):
         return self.quant[self._key(node.name, "q")](v)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, image, trace: dict | None = None):
-        env = {self.graph.input: image.to(DT).permute(0, 2, 3, 1)}
-        for node in self.graph.nodes:
-            y = getattr(self, "op_" + node.op)(node, *[env[i] for i in node.inputs])
-            env[node.outputs[0]] = y
-            if trace is not None:
-                trace[node.outputs[0]] = y
-        return env[self.graph.output]
+    @staticmethod
+    def _input_nhwc(image):
+        # a tensor (possibly a tracing stand-in during export): no numpy round trip
+        return image.to(DT).permute(0, 2, 3, 1)
 
     def op_IntConv2d(self, n, x):
         w = self.quant[self._key(n.name, "q")](self.c(n, "w"))
