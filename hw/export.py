@@ -17,12 +17,15 @@ Steps, each one a function of the previous result:
    hardware-exact forward (:class:`hw.qat.TorchIntNet`) must give the same
    logits, and so must the QONNX file that Brevitas ``export_qonnx`` writes
    from it (:mod:`hw.qonnx_export`, executed by qonnx + ONNX Runtime);
+   FINN's own passes lower the binary layers of that file to FINN
+   ``Thresholding`` / ``MVAU`` nodes (:mod:`hw.finn_lowering`), which must
+   equal the dataflow graph's nodes and again give the golden logits;
 5. measure top-1 of the float model and the golden integer model;
 6. write ``report.json`` / ``report.md``: every node with its input / output
    bit widths, weight bits, folding, expected cycles, memory and resources.
 
 Outputs go to ``build/<model>/export/``: dataflow.onnx, model_qonnx.onnx,
-folding.json, report.json, report.md.  Bad input exits with code 2 and says what to do.
+model_finn.onnx, folding.json, report.json, report.md.  Bad input exits with code 2 and says what to do.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .cost import FoldingError, check_folding, fold_for_target, graph_cost
+from .finn_lowering import LoweringError
 from .graph import Graph, op_counts
 from .onnx_graph import UnsupportedGraphError, execute_full, stream_shapes, to_onnx, validate
 
@@ -96,6 +100,41 @@ def verify_torch(net, images_u8: np.ndarray, golden_logits: np.ndarray, chunk: i
     return bool(np.array_equal(got, np.rint(got)) and np.array_equal(got.astype(np.int64), golden_logits))
 
 
+def finn_lowering_check(out: Path, dataflow, images_u8, golden_logits, batch: int) -> dict:
+    """FINN's passes on the binary regions of model_qonnx.onnx -> model_finn.onnx:
+    each FINN node must equal a dataflow-graph node, and the file must execute to
+    the golden logits."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from . import finn_lowering as FL
+    t0 = time.time()
+    model, regions = FL.lower(ModelWrapper(str(out / "model_qonnx.onnx")), progress=True)
+    pairs = FL.match_dataflow(regions, dataflow)
+    for n in model.graph.node:                   # FINN's nodes carry the dataflow graph's names
+        n.name = pairs.get(n.name, n.name)
+    tmp = out / "model_finn.onnx.tmp"
+    model.save(str(tmp))
+    tmp.replace(out / "model_finn.onnx")
+    res = FL.verify(model, images_u8, golden_logits, batch)
+    from .qonnx_export import op_histogram
+    res.update(regions=len(regions), matched=len(pairs), nodes=len(model.graph.node), ops=op_histogram(model),
+               file=str(out / "model_finn.onnx"), seconds=round(time.time() - t0, 1))
+    return res
+
+
+def finn_line(fv) -> str:
+    if not fv:
+        return "FINN's passes on the QONNX export: not run (--finn-passes 0 or --qonnx-verify 0)."
+    state = "bit-exact" if fv["equal"] else f"MISMATCH in the batch starting at test image {fv['images']}"
+    fin = {k.split("::")[-1]: v for k, v in fv["ops"].items() if k.startswith("finn.")}
+    return (f"FINN's passes (ConvertQONNXtoFINN, Streamline, ConvertBipolarMatMulToXnorPopcount, "
+            f"InferBinaryMatrixVectorActivation, InferThresholdingLayer) on the {fv['regions']} binary regions of "
+            f"the QONNX export -> `model_finn.onnx` ({', '.join(f'{k} x{v}' for k, v in fin.items())}); each of "
+            f"its {fv['matched']} FINN nodes has exactly the parameters of the dataflow graph's node of the same "
+            f"name; its execution vs golden logits: **{state}** on {fv['images']} test images "
+            f"({fv['seconds']} s).")
+
+
 def qonnx_line(qv) -> str:
     if not qv:
         return "Brevitas QONNX export: not run (--qonnx-verify 0)."
@@ -122,6 +161,7 @@ def write_report(out: Path, res: dict, cost: dict) -> None:
           f"PyTorch hardware-exact forward (`hw.qat.TorchIntNet`) vs golden logits: "
           f"**{'bit-exact' if ver.get('torch_equal') else 'MISMATCH or not run'}**.", "",
           qonnx_line(ver.get("qonnx")), "",
+          finn_line(ver.get("finn")), "",
           f"Cost model at {cost['clock_mhz']:.0f} MHz (first analytical estimate): bottleneck "
           f"`{cost['bottleneck']}` at {cost['cycles_per_image']} cycles/image -> "
           f"{cost['images_per_s']:.0f} images/s; latency ~{cost['latency_cycles']} cycles; "
@@ -153,6 +193,9 @@ def main(argv=None) -> int:
                    help="test images run through the Brevitas QONNX export (default 200, at most --verify; 0 skips "
                         "it). qonnx executes its ~1,300 nodes one by one: about a minute per batch")
     p.add_argument("--qonnx-batch", type=int, default=100, help="batch size the QONNX file is exported for")
+    p.add_argument("--finn-passes", type=int, default=1, choices=(0, 1),
+                   help="run FINN's passes on the binary layers of the QONNX export and check the result "
+                        "against golden on the --qonnx-verify images (default 1)")
     p.add_argument("--clock-mhz", type=float, default=100.0)
     a = p.parse_args(argv)
     t_start = time.time()
@@ -202,6 +245,14 @@ def main(argv=None) -> int:
         ver["qonnx"] = qv
         print(f"[export] Brevitas export_qonnx -> {out}/model_qonnx.onnx ({qv.get('nodes', '?')} nodes); qonnx "
               f"execution vs golden logits on {qv['images']} images: {'bit-exact' if qv['equal'] else 'MISMATCH'}")
+        if qv["equal"] and a.finn_passes:
+            try:
+                ver["finn"] = finn_lowering_check(out, onnx_model, test.images[:n_q].numpy(), golden_logits[:n_q],
+                                                  batch=min(a.qonnx_batch, n_q))
+            except LoweringError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(f"[export] {finn_line(ver['finn'])}")
     n = a.limit or len(test.images)
     acc = evaluate_int(net, model, test.images[:n], test.labels[:n])
     cost = graph_cost(graph, image_shape, a.clock_mhz)
@@ -214,7 +265,8 @@ def main(argv=None) -> int:
           f"on {acc['images']} test images; bottleneck {cost['bottleneck']} {cost['cycles_per_image']} cycles "
           f"-> {cost['images_per_s']:.0f} images/s at {a.clock_mhz:.0f} MHz")
     print(f"[export] wrote {out}/report.json and report.md")
-    ok = ver["equal"] and ver.get("torch_equal") and ver.get("qonnx", {}).get("equal", True)
+    ok = (ver["equal"] and ver.get("torch_equal") and ver.get("qonnx", {}).get("equal", True)
+          and ver.get("finn", {}).get("equal", True))
     return 0 if ok else 1
 
 

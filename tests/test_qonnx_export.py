@@ -5,6 +5,8 @@ Quant / BipolarQuant and ONNX Runtime for the standard ops, i.e. code nobody
 here wrote, except the one IntLayerNorm custom op.  Its logits must equal the
 golden executor's with np.array_equal.
 """
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -80,3 +82,81 @@ def test_brevitas_floor_quantizer_is_round_half_up_with_saturation(bits, shift, 
         got = q(torch.as_tensor(acc, dtype=torch.float64) * 2.0 ** -shift + (0.5 if shift else 0.0)).numpy()
     want = saturate(np.floor(acc / 2.0 ** shift + 0.5).astype(np.int64), bits)
     assert np.array_equal(got, want.astype(np.float64))
+
+
+# ---------------------------------------------------------------------- FINN's passes on the export
+@pytest.fixture(scope="module")
+def lowered(exported, shipped_net):
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from hw import finn_lowering as FL
+    from hw.onnx_graph import to_onnx
+    _, path, _, _ = exported
+    model, regions = FL.lower(ModelWrapper(str(path)))
+    cfg = shipped_net.cfg
+    dataflow = to_onnx(shipped_net.graph, (cfg.img_size, cfg.img_size, cfg.in_chans), batch=1)
+    return model, regions, dataflow
+
+
+def test_finn_passes_turn_every_binary_matmul_into_an_xnor_mvau(lowered, exported, shipped_net):
+    """FINN's ConvertQONNXtoFINN / Streamline / XNOR / InferBinaryMVAU / InferThresholding
+    sequence leaves a Thresholding -> MVAU pair for every binary linear layer."""
+    from hw import finn_lowering as FL
+    model, regions, dataflow = lowered
+    n_mvau = sum(n.op == "MVAU" for n in shipped_net.graph.nodes)
+    assert len(regions) == n_mvau
+    ops = Q.op_histogram(model)
+    assert ops["finn.custom_op.fpgadataflow::MVAU"] == n_mvau
+    assert ops["finn.custom_op.fpgadataflow::Thresholding"] == n_mvau
+    # every binary MatMul became an MVAU; the QD attention's and the head's MatMuls stay
+    assert ops.get("MatMul", 0) == Q.op_histogram(exported[0])["MatMul"] - n_mvau
+    from qonnx.custom_op.registry import getCustomOp
+    import finn.custom_op.fpgadataflow  # noqa: F401
+    for n in model.graph.node:
+        if n.op_type == "MVAU":
+            op = getCustomOp(n)
+            assert op.get_nodeattr("binaryXnorMode") == 1 and op.get_nodeattr("inputDataType") == "BINARY"
+            w = model.get_initializer(n.input[1])
+            assert set(np.unique(w)) <= {0.0, 1.0}
+    # every FINN node has a partner in the dataflow graph with the same parameters
+    pairs = FL.match_dataflow(regions, dataflow)
+    mvau_names = {n.name for n in shipped_net.graph.nodes if n.op == "MVAU"}
+    assert {v for k, v in pairs.items() if k.endswith(".MVAU")} == mvau_names
+    assert len(set(pairs.values())) == 2 * n_mvau
+
+
+def test_finn_lowered_export_executes_to_golden_logits(lowered, exported):
+    from hw import finn_lowering as FL
+    model, _, _ = lowered
+    _, _, images, gold = exported
+    res = FL.verify(model, images, gold, batch=4)
+    assert res == dict(equal=True, images=8)
+
+
+def test_dataflow_mismatch_with_finn_nodes_is_reported(lowered):
+    """The pairing is a real comparison: one flipped weight in the dataflow graph breaks it."""
+    from hw import finn_lowering as FL
+    _, regions, dataflow = lowered
+    m = onnx.ModelProto.FromString(dataflow.model.SerializeToString())
+    from qonnx.core.modelwrapper import ModelWrapper
+    m = ModelWrapper(m)
+    mv = next(n for n in m.graph.node if n.op_type == "MVAU")
+    w = np.asarray(m.get_initializer(mv.input[1])).copy()
+    w.flat[0] = -w.flat[0]
+    m.set_initializer(mv.input[1], w)
+    with pytest.raises(FL.LoweringError, match="MVAU"):
+        FL.match_dataflow(regions, m)
+
+
+def test_a_region_finn_cannot_lower_is_named(exported):
+    """A sign alone (its +-1 output feeds no XNOR MatMul) is no FINN Thresholding kernel:
+    the error names the region's nodes and FINN's pass, it does not pass silently."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from hw import finn_lowering as FL
+    _, path, _, _ = exported
+    m = ModelWrapper(str(path))
+    reg = FL.find_regions(m)[0]
+    sign_only = FL.Region("mvau", reg.nodes[:2], reg.input, reg.nodes[1].output[0])
+    with pytest.raises(FL.LoweringError, match=rf"{re.escape(reg.nodes[0].name)}.*InferThresholdingLayer failed"):
+        FL.lower_region(m, sign_only, "broken")
