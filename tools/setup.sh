@@ -22,5 +22,27 @@ import torch
 v = torch.__version__.split("+")[0]
 assert v == "2.13.0", f"torch {torch.__version__} installed; the project needs exactly 2.13.0 (CPU)"
 PY
+# Xilinx's Apache-2.0 ap_types headers (ap_int.h, hls_stream.h) for the HLS C simulation,
+# taken from the hls4ml wheel without installing hls4ml itself.
+if [ ! -f .venv/ap_types/ap_int.h ]; then
+  tmpd=$(mktemp -d)
+  $PIP download --no-deps hls4ml==1.3.0 -d "$tmpd" 2>&1 | grep -v "is ignored: it is neither" || true
+  .venv/bin/python - "$tmpd" <<'PY'
+import glob, os, sys, zipfile
+whl = glob.glob(os.path.join(sys.argv[1], "hls4ml-*.whl"))
+if not whl:
+    sys.exit("[setup] ERROR: could not download the hls4ml wheel (it carries the ap_types headers)")
+prefix = "hls4ml/templates/vivado/ap_types/"
+with zipfile.ZipFile(whl[0]) as z:
+    for name in z.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            dest = os.path.join(".venv/ap_types", name[len(prefix):])
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with open(dest, "wb") as fh:
+                fh.write(z.read(name))
+PY
+  rm -rf "$tmpd"
+fi
+command -v g++ >/dev/null || echo "[setup] warning: g++ not found; the HLS C simulation needs it (apt-get install g++)" >&2
 echo "$want" > "$STAMP"
 echo "[setup] done: $(.venv/bin/python -c 'import torch,brevitas;print("torch",torch.__version__,"brevitas",brevitas.__version__)')"

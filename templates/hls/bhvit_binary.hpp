@@ -1,0 +1,90 @@
+// Binary kernels of the BHViT dataflow: the sign threshold and the XNOR-popcount
+// matrix-vector unit (MVAU).  Streams carry one folded word per cycle:
+//   threshold_sign  in : PE x IB-bit signed values    out: PE bits (1 <-> +1)
+//   mvau_xnor       in : SIMD bits of the input vector  out: PE x OB-bit popcounts
+// Element e of a word sits in bits [e*W, e*W + W).  The golden semantics are
+// hw/kernels/binary.py (threshold, xnor_popcount_dot) and FINN's MVAU with
+// binaryXnorMode=1: out[n] = popcount(xnor(x, w[n])) over the MW inputs.
+#pragma once
+#include <ap_int.h>
+#include <hls_stream.h>
+
+namespace bhvit {
+
+// Number of ones in a SIMD-bit word: unrolled into an adder tree by HLS.
+template <unsigned N, unsigned OB>
+ap_uint<OB> popcount(ap_uint<N> v) {
+#pragma HLS INLINE
+    ap_uint<OB> s = 0;
+    for (unsigned i = 0; i < N; i++) {
+#pragma HLS UNROLL
+        s += v[i];
+    }
+    return s;
+}
+
+// sign(x - t) per channel: bit = (x >= thr[c]).  Channel c = cf * PE + pe.
+// Thresholds are IB+1 bits wide so that "always" and "never" fit (they are
+// clipped to [min(x), max(x) + 1] when generated).
+template <unsigned C, unsigned PE, unsigned IB>
+void threshold_sign(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE> > &out,
+                    const ap_int<IB + 1> thr[PE][C / PE], unsigned reps) {
+    static_assert(C % PE == 0, "PE must divide the channel count");
+    constexpr unsigned CF = C / PE;
+    for (unsigned r = 0; r < reps; r++) {
+        for (unsigned cf = 0; cf < CF; cf++) {
+#pragma HLS PIPELINE II=1
+            const ap_uint<PE * IB> word = in.read();
+            ap_uint<PE> bits = 0;
+            for (unsigned pe = 0; pe < PE; pe++) {
+#pragma HLS UNROLL
+                const ap_int<IB> x = word(pe * IB + IB - 1, pe * IB);
+                bits[pe] = (ap_int<IB + 1>(x) >= thr[pe][cf]) ? 1 : 0;
+            }
+            out.write(bits);
+        }
+    }
+}
+
+// XNOR-popcount matrix-vector product, FINN's folding: the MH outputs in NF =
+// MH/PE folds of PE, the MW inputs in SF = MW/SIMD folds of SIMD.  The input
+// vector is read once (first neuron fold) and replayed from a buffer, so one
+// vector takes NF * SF cycles at II=1.  Weight word w[pe][nf * SF + sf] holds
+// inputs sf*SIMD .. sf*SIMD+SIMD-1 of output nf*PE + pe.
+template <unsigned MW, unsigned MH, unsigned SIMD, unsigned PE, unsigned OB>
+void mvau_xnor(hls::stream<ap_uint<SIMD> > &in, hls::stream<ap_uint<PE * OB> > &out,
+               const ap_uint<SIMD> weights[PE][(MH / PE) * (MW / SIMD)], unsigned reps) {
+    static_assert(MW % SIMD == 0, "SIMD must divide MW");
+    static_assert(MH % PE == 0, "PE must divide MH");
+    static_assert((1u << OB) > MW, "OB bits must hold a popcount of MW");
+    constexpr unsigned SF = MW / SIMD;
+    constexpr unsigned NF = MH / PE;
+    ap_uint<SIMD> buf[SF];
+    ap_uint<OB> acc[PE];
+#pragma HLS ARRAY_PARTITION variable=acc complete
+    for (unsigned r = 0; r < reps; r++) {
+        for (unsigned nf = 0; nf < NF; nf++) {
+            for (unsigned sf = 0; sf < SF; sf++) {
+#pragma HLS PIPELINE II=1
+                ap_uint<SIMD> x;
+                if (nf == 0) {
+                    x = in.read();
+                    buf[sf] = x;
+                } else {
+                    x = buf[sf];
+                }
+                ap_uint<PE * OB> word = 0;
+                for (unsigned pe = 0; pe < PE; pe++) {
+#pragma HLS UNROLL
+                    const ap_uint<SIMD> agree = ~(x ^ weights[pe][nf * SF + sf]);
+                    const ap_uint<OB> part = popcount<SIMD, OB>(agree);
+                    acc[pe] = (sf == 0) ? part : ap_uint<OB>(acc[pe] + part);
+                    word(pe * OB + OB - 1, pe * OB) = acc[pe];
+                }
+                if (sf == SF - 1) out.write(word);
+            }
+        }
+    }
+}
+
+}  // namespace bhvit

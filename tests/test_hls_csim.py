@@ -1,0 +1,62 @@
+"""HLS C simulation (g++ + ap_types) of the binary kernels against their golden models.
+
+Each case compiles the kernel template of templates/hls/ for one size and
+folding (about 2.5 s; cached by source hash) and compares the streamed output
+with hw.kernels.binary, np.array_equal.
+"""
+import numpy as np
+import pytest
+
+from hw import csim
+from hw.kernels.binary import threshold, xnor_popcount_dot
+
+MVAU_CASES = [
+    (32, 128, 32, 4),      # the shipped model's first MLP layer, its folding
+    (9, 6, 3, 2),          # odd sizes
+    (5, 3, 1, 1),          # PE = SIMD = 1
+    (16, 8, 16, 8),        # fully parallel
+    (64, 4, 8, 1),
+]
+
+
+@pytest.mark.parametrize("mw,mh,simd,pe", MVAU_CASES)
+def test_mvau_xnor_csim_equals_golden(mw, mh, simd, pe):
+    rng = np.random.default_rng(mw * 1000 + mh * 10 + pe)
+    x = rng.integers(0, 2, (11, mw))
+    w = rng.integers(0, 2, (mh, mw))
+    x[0] = w[0]                      # a full match: popcount MW (the widest output)
+    x[1] = 1 - w[0]                  # no match: popcount 0
+    got = csim.mvau_xnor(x, w, simd, pe, name=f"mvau_{mw}x{mh}")
+    want = (xnor_popcount_dot(x.astype(bool), w.astype(bool)) + mw) // 2
+    assert np.array_equal(got, want)
+    assert got[0, 0] == mw and got[1, 0] == 0
+
+
+@pytest.mark.parametrize("c,pe,bits", [(12, 4, 10), (7, 7, 4), (5, 1, 16)])
+def test_threshold_csim_equals_golden(c, pe, bits):
+    rng = np.random.default_rng(c * 100 + pe)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    x = rng.integers(lo, hi + 1, (9, c))
+    t = rng.integers(lo - 50, hi + 50, c)          # includes always-on / always-off channels
+    t[0] = lo - 1000
+    t[-1] = hi + 1000
+    x[0] = t.clip(lo, hi)                          # x == t: sign(0) = +1
+    x[1, :] = lo
+    x[2, :] = hi
+    got = csim.threshold_sign(x, t, bits, pe, name=f"thr_{c}")
+    want = (threshold(x, t) + 1) // 2              # bit 1 <-> +1
+    assert np.array_equal(got, want)
+
+
+def test_folding_that_does_not_divide_is_rejected_with_legal_values():
+    with pytest.raises(csim.FoldingError, match=r"fc1: SIMD=5 does not divide 32; legal values: \[1, 2, 4, 8, 16, 32\]"):
+        csim.mvau_xnor(np.zeros((1, 32)), np.zeros((4, 32)), simd=5, pe=1, name="fc1")
+    with pytest.raises(csim.FoldingError, match="PE=3"):
+        csim.threshold_sign(np.zeros((1, 8)), np.zeros(8), 8, pe=3)
+
+
+def test_missing_headers_are_reported(monkeypatch, tmp_path):
+    monkeypatch.setenv("XILINX_HLS", str(tmp_path))
+    monkeypatch.setattr(csim, "ROOT", tmp_path)
+    with pytest.raises(csim.CsimError, match="make setup"):
+        csim.ap_types_dir()
