@@ -60,3 +60,29 @@ def test_missing_headers_are_reported(monkeypatch, tmp_path):
     monkeypatch.setattr(csim, "ROOT", tmp_path)
     with pytest.raises(csim.CsimError, match="make setup"):
         csim.ap_types_dir()
+
+
+def test_shipped_mlp_layers_in_csim_equal_the_golden_streams(shipped_net, shipped):
+    """The shipped model's first MLP (sign -> MVAU, twice) with its real thresholds,
+    weights and folding, fed the golden input streams of 4 test images."""
+    from qonnx.core.datatype import DataType
+
+    from hw.graph import run
+    g = shipped_net.graph
+    images = shipped[2].images[:4].numpy().transpose(0, 2, 3, 1)
+    trace: dict = {}
+    run(g, images, trace)
+    for layer in ("stages.0.0.mlp.fc1", "stages.0.0.mlp.fc2"):
+        sign = next(n for n in g.nodes if n.name == f"{layer}.sign")
+        mvau = next(n for n in g.nodes if n.name == f"{layer}.linear")
+        x = trace[sign.inputs[0]]
+        bits = DataType[g.dtype_of(sign.inputs[0])].bitwidth()
+        c = x.shape[-1]
+        got_bits = csim.threshold_sign(x.reshape(-1, c), sign.params["thresholds"][:, 0], bits,
+                                       sign.attrs["PE"], name=sign.name)
+        want_sign = trace[sign.outputs[0]].reshape(-1, c)
+        assert np.array_equal(2 * got_bits - 1, want_sign)
+        w = mvau.params["weights"]                               # (MW, MH) +-1
+        got = csim.mvau_xnor(got_bits, (w.T + 1) // 2, mvau.attrs["SIMD"], mvau.attrs["PE"], name=mvau.name)
+        want = trace[mvau.outputs[0]]
+        assert np.array_equal(got, want.reshape(got.shape))
