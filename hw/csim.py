@@ -88,17 +88,24 @@ def build(source: str, name: str) -> Path:
     return exe
 
 
-def run(exe: Path, x: np.ndarray) -> np.ndarray:
+def run(exe: Path, *xs: np.ndarray) -> np.ndarray:
     with tempfile.TemporaryDirectory() as d:
-        fin, fout = Path(d) / "in.npy", Path(d) / "out.npy"
-        np.save(fin, np.ascontiguousarray(x, dtype=np.int64))
-        res = subprocess.run([str(exe), str(fin), str(fout)], capture_output=True, text=True)
+        fins = [Path(d) / f"in{i}.npy" for i in range(len(xs))]
+        fout = Path(d) / "out.npy"
+        for f, x in zip(fins, xs):
+            np.save(f, np.ascontiguousarray(x, dtype=np.int64))
+        res = subprocess.run([str(exe), *map(str, fins), str(fout)], capture_output=True, text=True)
         if res.returncode != 0:
             raise CsimError(f"{exe.name} exited with {res.returncode}: {res.stderr.strip()}")
         return np.load(fout)
 
 
 # ---------------------------------------------------------------------- kernels
+def _stream(width: int, elems: int, bits: int, signed: bool = False) -> dict:
+    """A stream of rows of ``width`` values, ``elems`` values of ``bits`` bits per word."""
+    return dict(width=width, folds=width // elems, elems=elems, bits=bits, signed=signed)
+
+
 def mvau_xnor(x_bits, w_bits, simd: int, pe: int, name: str = "mvau") -> np.ndarray:
     """C simulation of ``bhvit::mvau_xnor``: x_bits (reps, MW) 0/1, w_bits (MH, MW)
     0/1 -> (reps, MH) popcounts of xnor(x, w[n])."""
@@ -117,11 +124,9 @@ def mvau_xnor(x_bits, w_bits, simd: int, pe: int, name: str = "mvau") -> np.ndar
         rows.append("{" + ", ".join(f'ap_uint<{simd}>("{h}", 16)' for h in words) + "}")
     params = (f"static const ap_uint<{simd}> weights[{pe}][{nf * sf}] = {{\n    " + ",\n    ".join(rows) + "};")
     src = _env().get_template("kernel_tb.cpp.j2").render(
-        kernel="mvau_xnor", name=name, params=params, in_width=mw, in_folds=sf, in_elems=simd, in_bits=1,
-        out_width=mh, out_folds=nf, out_elems=pe, out_bits=ob,
-        call=f"bhvit::mvau_xnor<{mw}, {mh}, {simd}, {pe}, {ob}>(in, out, weights, reps)")
-    exe = build(src, name)
-    return run(exe, np.asarray(x_bits, dtype=np.int64))
+        kernel="mvau_xnor", name=name, params=params, inputs=[_stream(mw, simd, 1)], out=_stream(mh, pe, ob),
+        call=f"bhvit::mvau_xnor<{mw}, {mh}, {simd}, {pe}, {ob}>(in0, out, weights, rows)")
+    return run(build(src, name), np.asarray(x_bits, dtype=np.int64))
 
 
 def threshold_sign(x, thresholds, in_bits: int, pe: int, name: str = "threshold") -> np.ndarray:
@@ -136,8 +141,60 @@ def threshold_sign(x, thresholds, in_bits: int, pe: int, name: str = "threshold"
     rows = ["{" + ", ".join(str(int(t[f * pe + p])) for f in range(cf)) + "}" for p in range(pe)]
     params = f"static const ap_int<{in_bits + 1}> thr[{pe}][{cf}] = {{" + ", ".join(rows) + "};"
     src = _env().get_template("kernel_tb.cpp.j2").render(
-        kernel="threshold_sign", name=name, params=params, in_width=c, in_folds=cf, in_elems=pe, in_bits=in_bits,
-        out_width=c, out_folds=cf, out_elems=pe, out_bits=1,
-        call=f"bhvit::threshold_sign<{c}, {pe}, {in_bits}>(in, out, thr, reps)")
-    exe = build(src, name)
-    return run(exe, np.asarray(x, dtype=np.int64))
+        kernel="threshold_sign", name=name, params=params, inputs=[_stream(c, pe, in_bits)], out=_stream(c, pe, 1),
+        call=f"bhvit::threshold_sign<{c}, {pe}, {in_bits}>(in0, out, thr, rows)")
+    return run(build(src, name), np.asarray(x, dtype=np.int64))
+
+
+def _table(v: np.ndarray, pe: int) -> str:
+    """(C,) -> C++ initialiser of a [PE][C/PE] array, channel c = cf * PE + pe."""
+    cf = v.size // pe
+    return "{" + ", ".join("{" + ", ".join(str(int(v[f * pe + p])) for f in range(cf)) + "}"
+                           for p in range(pe)) + "}"
+
+
+def _signed_bits(v) -> int:
+    """Bits of the smallest signed type holding every value of v."""
+    v = np.asarray(v, dtype=np.int64)
+    m = int(max(v.max(initial=0), -v.min(initial=0) - 1))
+    return max(m.bit_length() + 1, 2)
+
+
+def fixed_node(kind: str, xs, in_bits, signed, mults: dict, bias, shift: int, out_bits: int, pe: int,
+               lshifts=None, pc_k=None, name: str = "fixed") -> np.ndarray:
+    """C simulation of a generated fixed-point node (``kind`` "affine" or "rprelu").
+
+    xs: list of (rows, C) integer streams with their bit widths / signedness;
+    mults: {"m0": (C,), ...} for affine, {"m_pos", "m_neg"} for rprelu;
+    bias: (C,) per channel or (T, C), row t of every T consecutive rows (tokens)."""
+    xs = [np.asarray(x, dtype=np.int64) for x in xs]
+    c = xs[0].shape[1]
+    check_fold(name, "PE", c, pe)
+    n = len(xs)
+    lshifts = list(lshifts or [0] * n)
+    pc_k = list(pc_k or [0] * n)
+    if any(l < 0 for l in lshifts):
+        raise ValueError(f"{name}: negative left shift {lshifts}")
+    bias = np.asarray(bias, dtype=np.int64)
+    bias = bias.reshape(1, c) if bias.ndim == 1 else bias.reshape(-1, c)
+    # accumulator: large enough for the worst case of every term plus the bias
+    bound = int(np.abs(bias).max(initial=0))
+    for i in range(n):
+        xmax = (1 << in_bits[i]) if not pc_k[i] else 2 * (1 << in_bits[i]) + pc_k[i]
+        ms = [np.abs(mults[k]).max(initial=0) for k in (["m_pos", "m_neg"] if kind == "rprelu" else [f"m{i}"])]
+        bound += xmax * int(max(ms)) << lshifts[i]
+    acc_bits = bound.bit_length() + 2
+    if acc_bits > 62:
+        raise ValueError(f"{name}: accumulator of {acc_bits} bits exceeds the 62 the golden model keeps exact")
+    fn = "node_" + "".join(ch if ch.isalnum() else "_" for ch in name)
+    inputs = [dict(bits=in_bits[i], signed=bool(signed[i]), lshift=lshifts[i], pc_k=pc_k[i]) for i in range(n)]
+    mlist = [dict(name=k, bits=_signed_bits(v), init=_table(np.asarray(v).reshape(-1), pe)) for k, v in mults.items()]
+    binit = "{" + ", ".join(_table(row, pe) for row in bias) + "}"
+    node = _env().get_template("fixed_node.hpp.j2").render(
+        kind=kind, name=name, fn=fn, pe=pe, cf=c // pe, inputs=inputs, mults=mlist, bias_bits=_signed_bits(bias),
+        bias_rows=bias.shape[0], bias_init=binit, acc_bits=acc_bits, shift=shift, out_bits=out_bits)
+    src = _env().get_template("kernel_tb.cpp.j2").render(
+        kernel=kind, name=name, params=node, inputs=[_stream(c, pe, in_bits[i], signed[i]) for i in range(n)],
+        out=_stream(c, pe, out_bits, True),
+        call=f"{fn}({', '.join(f'in{i}' for i in range(n))}, out, rows)")
+    return run(build(src, name), *xs)

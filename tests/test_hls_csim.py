@@ -86,3 +86,69 @@ def test_shipped_mlp_layers_in_csim_equal_the_golden_streams(shipped_net, shippe
         got = csim.mvau_xnor(got_bits, (w.T + 1) // 2, mvau.attrs["SIMD"], mvau.attrs["PE"], name=mvau.name)
         want = trace[mvau.outputs[0]]
         assert np.array_equal(got, want.reshape(got.shape))
+
+
+# ---------------------------------------------------------------------- fixed-point nodes
+@pytest.mark.parametrize("shift,bits,pe", [(6, 10, 4), (0, 4, 1), (-2, 10, 12)])
+def test_affine_csim_equals_golden(shift, bits, pe):
+    """Two inputs (a signed stream and an MVAU popcount turned into a +-1 sum), a left
+    shift, per-token bias rows, negative and zero right shifts, heavy saturation."""
+    from hw.kernels.fixed import affine_sum
+    rng = np.random.default_rng(shift + 10 * bits)
+    c, rows, tokens = 12, 10, 5
+    x0 = rng.integers(-512, 512, (rows, c))
+    x1 = rng.integers(0, 33, (rows, c))
+    x0[0] = -512
+    x0[1] = 511
+    m0, m1 = rng.integers(-3000, 3000, c), rng.integers(-3000, 3000, c)
+    bias = rng.integers(-10 ** 6, 10 ** 6, (tokens, c))
+    got = csim.fixed_node("affine", [x0, x1], [10, 6], [True, False], {"m0": m0, "m1": m1}, bias, shift, bits,
+                          pe=pe, lshifts=[2, 0], pc_k=[0, 32], name=f"affine_{shift}_{bits}_{pe}")
+    want = affine_sum([(x0, m0, 2), (2 * x1 - 32, m1, 0)], np.tile(bias, (rows // tokens, 1)), shift, bits)
+    assert np.array_equal(got, want)
+    assert got.min() == -(1 << (bits - 1)) and got.max() == (1 << (bits - 1)) - 1   # saturation was exercised
+
+
+@pytest.mark.parametrize("pe", [1, 3])
+def test_rprelu_csim_equals_golden(pe):
+    from hw.kernels.fixed import rprelu
+    rng = np.random.default_rng(pe)
+    c, rows = 6, 40
+    z = rng.integers(-512, 512, (rows, c))
+    z[0] = 0
+    z[1] = -1
+    m_pos, m_neg = np.full(c, 256), rng.integers(-300, 300, c)
+    bias = rng.integers(-20000, 20000, c)
+    got = csim.fixed_node("rprelu", [z], [10], [True], {"m_pos": m_pos, "m_neg": m_neg}, bias, 8, 10, pe=pe,
+                          name=f"rprelu_{pe}")
+    assert np.array_equal(got, rprelu(z, m_pos, m_neg, bias, 8, 10))
+
+
+def test_shipped_affine_and_rprelu_nodes_in_csim_equal_the_golden_streams(shipped_net, shipped):
+    """The Affine after the first MLP's second MVAU (popcount input, residual input) and
+    the RPReLU after its first, with their real constants (PE from the folding where the
+    graph has one, else 4), on 2 test images."""
+    from qonnx.core.datatype import DataType
+
+    from hw.graph import run
+    g = shipped_net.graph
+    images = shipped[2].images[:2].numpy().transpose(0, 2, 3, 1)
+    trace: dict = {}
+    run(g, images, trace)
+    producers = {o: n for n in g.nodes for o in n.outputs}
+    fc2 = next(n for n in g.nodes if n.name == "stages.0.0.mlp.fc2.linear")
+    affine = next(n for n in g.nodes if n.op == "Affine" and fc2.outputs[0] in n.inputs)
+    rp = next(n for n in g.nodes if n.op == "RPReLU" and producers[n.inputs[0]].op == "Affine")
+    for node in (affine, rp):
+        xs = [trace[i] for i in node.inputs]
+        c = xs[0].shape[-1]
+        dts = [DataType[g.dtype_of(i)] for i in node.inputs]
+        kind = "affine" if node.op == "Affine" else "rprelu"
+        mults = ({f"m{i}": node.params[f"m{i}"] for i in range(len(xs))} if kind == "affine"
+                 else {"m_pos": node.params["m_pos"], "m_neg": node.params["m_neg"]})
+        bias = node.params["bias"].reshape(-1, c)          # one row, or one per token (position embeddings)
+        got = csim.fixed_node(kind, [x.reshape(-1, c) for x in xs], [d.bitwidth() for d in dts],
+                              [d.signed() for d in dts], mults, bias, node.attrs["shift"], node.attrs["bits"],
+                              pe=node.attrs.get("PE", 4), lshifts=node.attrs.get("lshifts"), pc_k=node.attrs.get("pc_k"),
+                              name=node.name)
+        assert np.array_equal(got, trace[node.outputs[0]].reshape(got.shape)), node.name

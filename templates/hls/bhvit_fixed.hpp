@@ -1,0 +1,35 @@
+// Fixed-point helpers of the BHViT dataflow.  Golden semantics: hw/fixedpoint.py
+// (rshift_round: round half up; saturate) and hw/kernels/fixed.py.
+#pragma once
+#include <ap_int.h>
+
+namespace bhvit {
+
+// y = saturate_OB(floor(acc / 2**S + 1/2)) for S > 0, saturate_OB(acc << -S) otherwise.
+// ap_int's >> is arithmetic, i.e. floor division by 2**S for negative values too.
+template <unsigned OB, int S, unsigned ACC>
+ap_int<OB> requant(ap_int<ACC> acc) {
+#pragma HLS INLINE
+    // wide enough for acc << -S and for the rounding increment
+    constexpr unsigned VW = ACC + 2 + (S < 0 ? -S : 0);
+    ap_int<VW> v = acc;
+    if (S > 0) {
+        v = (v + (ap_int<VW>(1) << (S > 0 ? S - 1 : 0))) >> (S > 0 ? S : 0);
+    } else {
+        v = v << (S > 0 ? 0 : -S);
+    }
+    const ap_int<VW> lo = -(ap_int<VW>(1) << (OB - 1));
+    const ap_int<VW> hi = (ap_int<VW>(1) << (OB - 1)) - 1;
+    return v < lo ? ap_int<OB>(lo) : (v > hi ? ap_int<OB>(hi) : ap_int<OB>(v));
+}
+
+// Field e of a packed stream word, as a signed (SIGNED) or unsigned B-bit value.
+template <unsigned B, bool SIGNED, int W>
+ap_int<B + 1> field(const ap_uint<W> &word, unsigned e) {
+#pragma HLS INLINE
+    const ap_uint<B> raw = word(e * B + B - 1, e * B);
+    if (SIGNED) return ap_int<B + 1>(ap_int<B>(raw));
+    return ap_int<B + 1>(raw);
+}
+
+}  // namespace bhvit
