@@ -1,10 +1,14 @@
 """C simulation of the HLS kernels with g++ and Xilinx's ap_types headers.
 
-The kernels are the C++ templates in ``templates/hls/``; a Jinja2 testbench
-instantiates one for a node's sizes, folding and parameters (weights and
-thresholds as initialised constant arrays, as the HLS build will store them),
-g++ compiles it warning-free (``-Wall -Werror``) and it runs on a .npy stream.
-Binaries are cached under ``build/csim/`` by a hash of their sources.
+The kernels are C++ templates in ``templates/hls/`` (the library) plus code
+generated per node (hls4ml's split): :class:`NodeCode` is one node's C++
+(its constants as initialised arrays, as the HLS build stores them, and a
+function ``fn(in0, ..., out, rows)`` over packed hls::streams) with the
+layout of its streams.  A Jinja2 testbench packs .npy rows into stream
+words, runs the node, unpacks the output; several nodes compile into one
+binary (a switch over their index), so a whole graph's nodes cost one g++
+run.  g++ builds with ``-Wall -Werror``; binaries are cached under
+``build/csim/`` by a hash of their sources.
 
 Headers: ``$XILINX_HLS/include`` where Vitis HLS is installed, else the
 Apache-2.0 ap_types headers that ``make setup`` takes from the hls4ml wheel
@@ -16,6 +20,7 @@ import hashlib
 import os
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +54,7 @@ def ap_types_dir() -> Path:
 def _env():
     import jinja2
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
-                              keep_trailing_newline=True)
+                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
 
 def check_fold(node: str, what: str, size: int, value: int) -> None:
@@ -58,99 +63,53 @@ def check_fold(node: str, what: str, size: int, value: int) -> None:
         raise FoldingError(f"{node}: {what}={value} does not divide {size}; legal values: {legal}")
 
 
+def c_name(name: str) -> str:
+    """A C identifier for a node name; the hash keeps "a.b" and "a_b" apart."""
+    tag = hashlib.sha1(name.encode()).hexdigest()[:6]
+    return "node_" + "".join(ch if ch.isalnum() else "_" for ch in name) + "_" + tag
+
+
+# ---------------------------------------------------------------------- node code
+def stream(width: int, elems: int, bits: int, signed: bool = False, bipolar: bool = False) -> dict:
+    """Rows of ``width`` values, ``elems`` values of ``bits`` bits per word.
+    ``bipolar``: +-1 values carried as one bit each (1 <-> +1)."""
+    return dict(width=width, folds=width // elems, elems=elems, bits=bits, signed=signed, bipolar=bipolar)
+
+
+@dataclass
+class NodeCode:
+    name: str
+    fn: str
+    code: str            # C++ definitions: constants + ``void fn(in0, ..., out, rows)``
+    inputs: list         # stream() dicts
+    out: dict
+
+
 def _hex_words(bits: np.ndarray) -> list[str]:
     """(n, width) 0/1 -> hex strings of width-bit words, element e at bit e."""
-    bits = np.asarray(bits, dtype=np.uint8)
     out = []
-    for row in bits:
+    for row in np.asarray(bits, dtype=np.uint8):
         v = int("".join(str(int(b)) for b in row[::-1]), 2) if row.size else 0
         out.append(format(v, "x"))
     return out
 
 
-def build(source: str, name: str) -> Path:
-    """Compile a testbench (cached by the hash of source, headers and flags)."""
-    inc = ap_types_dir()
-    lib = "".join((TEMPLATES / f).read_text() for f in sorted(os.listdir(TEMPLATES)) if f.endswith(".hpp"))
-    key = hashlib.sha256("\n".join([source, lib, str(inc), " ".join(CXXFLAGS)]).encode()).hexdigest()[:16]
-    exe = CACHE / f"{name}-{key}"
-    if exe.exists():
-        return exe
-    CACHE.mkdir(parents=True, exist_ok=True)
-    src = CACHE / f"{name}-{key}.cpp"
-    src.write_text(source)
-    tmp = exe.with_suffix(".part")
-    cmd = ["g++", *CXXFLAGS, "-isystem", str(inc), "-I", str(TEMPLATES), str(src), "-o", str(tmp)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise CsimError(f"g++ failed for {name} ({src}):\n{res.stderr[-4000:]}")
-    tmp.replace(exe)
-    return exe
-
-
-def run(exe: Path, *xs: np.ndarray) -> np.ndarray:
-    with tempfile.TemporaryDirectory() as d:
-        fins = [Path(d) / f"in{i}.npy" for i in range(len(xs))]
-        fout = Path(d) / "out.npy"
-        for f, x in zip(fins, xs):
-            np.save(f, np.ascontiguousarray(x, dtype=np.int64))
-        res = subprocess.run([str(exe), *map(str, fins), str(fout)], capture_output=True, text=True)
-        if res.returncode != 0:
-            raise CsimError(f"{exe.name} exited with {res.returncode}: {res.stderr.strip()}")
-        return np.load(fout)
-
-
-# ---------------------------------------------------------------------- kernels
-def _stream(width: int, elems: int, bits: int, signed: bool = False) -> dict:
-    """A stream of rows of ``width`` values, ``elems`` values of ``bits`` bits per word."""
-    return dict(width=width, folds=width // elems, elems=elems, bits=bits, signed=signed)
-
-
-def mvau_xnor(x_bits, w_bits, simd: int, pe: int, name: str = "mvau") -> np.ndarray:
-    """C simulation of ``bhvit::mvau_xnor``: x_bits (reps, MW) 0/1, w_bits (MH, MW)
-    0/1 -> (reps, MH) popcounts of xnor(x, w[n])."""
-    w_bits = np.asarray(w_bits)
-    mh, mw = w_bits.shape
-    check_fold(name, "SIMD", mw, simd)
-    check_fold(name, "PE", mh, pe)
-    sf, nf = mw // simd, mh // pe
-    ob = int(mw).bit_length()
-    # weights[pe][nf * SF + sf] = inputs sf*SIMD.. of output nf*PE + pe
-    rows = []
-    for p in range(pe):
-        words = []
-        for f in range(nf):
-            words += _hex_words(w_bits[f * pe + p].reshape(sf, simd))
-        rows.append("{" + ", ".join(f'ap_uint<{simd}>("{h}", 16)' for h in words) + "}")
-    params = (f"static const ap_uint<{simd}> weights[{pe}][{nf * sf}] = {{\n    " + ",\n    ".join(rows) + "};")
-    src = _env().get_template("kernel_tb.cpp.j2").render(
-        kernel="mvau_xnor", name=name, params=params, inputs=[_stream(mw, simd, 1)], out=_stream(mh, pe, ob),
-        call=f"bhvit::mvau_xnor<{mw}, {mh}, {simd}, {pe}, {ob}>(in0, out, weights, rows)")
-    return run(build(src, name), np.asarray(x_bits, dtype=np.int64))
-
-
-def threshold_sign(x, thresholds, in_bits: int, pe: int, name: str = "threshold") -> np.ndarray:
-    """C simulation of ``bhvit::threshold_sign``: x (reps, C) signed in_bits-bit
-    integers -> (reps, C) bits, 1 where x >= t[c]."""
-    t = np.asarray(thresholds, dtype=np.int64).reshape(-1)
-    c = t.size
-    check_fold(name, "PE", c, pe)
-    lo, hi = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
-    t = np.clip(t, lo, hi + 1)                # always / never: the compare is unchanged on [lo, hi]
-    cf = c // pe
-    rows = ["{" + ", ".join(str(int(t[f * pe + p])) for f in range(cf)) + "}" for p in range(pe)]
-    params = f"static const ap_int<{in_bits + 1}> thr[{pe}][{cf}] = {{" + ", ".join(rows) + "};"
-    src = _env().get_template("kernel_tb.cpp.j2").render(
-        kernel="threshold_sign", name=name, params=params, inputs=[_stream(c, pe, in_bits)], out=_stream(c, pe, 1),
-        call=f"bhvit::threshold_sign<{c}, {pe}, {in_bits}>(in0, out, thr, rows)")
-    return run(build(src, name), np.asarray(x, dtype=np.int64))
-
-
 def _table(v: np.ndarray, pe: int) -> str:
     """(C,) -> C++ initialiser of a [PE][C/PE] array, channel c = cf * PE + pe."""
+    v = np.asarray(v).reshape(-1)
     cf = v.size // pe
     return "{" + ", ".join("{" + ", ".join(str(int(v[f * pe + p])) for f in range(cf)) + "}"
                            for p in range(pe)) + "}"
+
+
+def c_int(bits: int) -> str:
+    """The smallest C integer type for a signed ``bits``-bit constant.  Constant
+    tables are plain C arrays: g++ builds a static initializer per element of an
+    ap_int array, which made large tables (position embeddings) take minutes."""
+    for w in (8, 16, 32, 64):
+        if bits <= w:
+            return f"int{w}_t"
+    raise ValueError(f"a {bits}-bit constant does not fit in 64 bits")
 
 
 def _signed_bits(v) -> int:
@@ -160,41 +119,213 @@ def _signed_bits(v) -> int:
     return max(m.bit_length() + 1, 2)
 
 
-def fixed_node(kind: str, xs, in_bits, signed, mults: dict, bias, shift: int, out_bits: int, pe: int,
-               lshifts=None, pc_k=None, name: str = "fixed") -> np.ndarray:
-    """C simulation of a generated fixed-point node (``kind`` "affine" or "rprelu").
+def mvau_code(name: str, w_bits, simd: int, pe: int, bipolar_in: bool = False) -> NodeCode:
+    """``bhvit::mvau_xnor``: w_bits (MH, MW) 0/1; output (rows, MH) popcounts."""
+    w_bits = np.asarray(w_bits)
+    mh, mw = w_bits.shape
+    check_fold(name, "SIMD", mw, simd)
+    check_fold(name, "PE", mh, pe)
+    sf, nf = mw // simd, mh // pe
+    ob = int(mw).bit_length()
+    fn = c_name(name)
+    rows = []
+    for p in range(pe):          # weights[pe][nf * SF + sf] = inputs sf*SIMD.. of output nf*PE + pe
+        words = []
+        for f in range(nf):
+            words += _hex_words(w_bits[f * pe + p].reshape(sf, simd))
+        if simd <= 64:
+            rows.append("{" + ", ".join(f"0x{h}ULL" for h in words) + "}")
+        else:
+            rows.append("{" + ", ".join(f'ap_uint<{simd}>("{h}", 16)' for h in words) + "}")
+    wtype = "uint64_t" if simd <= 64 else f"ap_uint<{simd}>"
+    code = (f"static const {wtype} {fn}_w[{pe}][{nf * sf}] = {{\n    " + ",\n    ".join(rows) + "};\n"
+            f"void {fn}(hls::stream<ap_uint<{simd}> > &in0, hls::stream<ap_uint<{pe * ob}> > &out, unsigned rows) {{\n"
+            f"    bhvit::mvau_xnor<{mw}, {mh}, {simd}, {pe}, {ob}>(in0, out, {fn}_w, rows);\n}}\n")
+    return NodeCode(name, fn, code, [stream(mw, simd, 1, bipolar=bipolar_in)], stream(mh, pe, ob))
 
-    xs: list of (rows, C) integer streams with their bit widths / signedness;
-    mults: {"m0": (C,), ...} for affine, {"m_pos", "m_neg"} for rprelu;
-    bias: (C,) per channel or (T, C), row t of every T consecutive rows (tokens)."""
-    xs = [np.asarray(x, dtype=np.int64) for x in xs]
-    c = xs[0].shape[1]
+
+def threshold_code(name: str, thresholds, in_bits: int, pe: int, bipolar_out: bool = False) -> NodeCode:
+    """``bhvit::threshold_sign``: (rows, C) signed in_bits-bit -> bit 1 where x >= t[c]."""
+    t = np.asarray(thresholds, dtype=np.int64).reshape(-1)
+    c = t.size
     check_fold(name, "PE", c, pe)
-    n = len(xs)
+    lo, hi = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
+    t = np.clip(t, lo, hi + 1)                # always / never: the compare is unchanged on [lo, hi]
+    fn = c_name(name)
+    code = (f"static const {c_int(in_bits + 1)} {fn}_t[{pe}][{c // pe}] = {_table(t, pe)};\n"
+            f"void {fn}(hls::stream<ap_uint<{pe * in_bits}> > &in0, hls::stream<ap_uint<{pe}> > &out, "
+            f"unsigned rows) {{\n    bhvit::threshold_sign<{c}, {pe}, {in_bits}>(in0, out, {fn}_t, rows);\n}}\n")
+    return NodeCode(name, fn, code, [stream(c, pe, in_bits, signed=True)], stream(c, pe, 1, bipolar=bipolar_out))
+
+
+def fixed_code(name: str, kind: str, in_bits, signed, mults: dict, bias, shift: int, out_bits: int, pe: int,
+               lshifts=None, pc_k=None, channels: int | None = None) -> NodeCode:
+    """A generated fixed-point node, ``kind`` "affine" or "rprelu" (hw/kernels/fixed.py).
+
+    mults: {"m0": (C,), ...} for affine, {"m_pos", "m_neg"} for rprelu; bias: (C,)
+    per channel or (T, C), row t of every T consecutive rows (tokens); a
+    scalar multiplier or bias applies to every channel.  ``channels``: the
+    stream width (default: the longest multiplier)."""
+    n = len(in_bits)
+    c = channels or max(np.asarray(v).size for v in mults.values())
+    mults = {k: np.broadcast_to(np.asarray(v, dtype=np.int64).reshape(-1), (c,)) for k, v in mults.items()}
+    check_fold(name, "PE", c, pe)
     lshifts = list(lshifts or [0] * n)
     pc_k = list(pc_k or [0] * n)
-    if any(l < 0 for l in lshifts):
+    if any(v < 0 for v in lshifts):
         raise ValueError(f"{name}: negative left shift {lshifts}")
     bias = np.asarray(bias, dtype=np.int64)
-    bias = bias.reshape(1, c) if bias.ndim == 1 else bias.reshape(-1, c)
+    bias = np.broadcast_to(bias.reshape(-1), (c,)).reshape(1, c) if bias.size in (1, c) else bias.reshape(-1, c)
     # accumulator: large enough for the worst case of every term plus the bias
     bound = int(np.abs(bias).max(initial=0))
     for i in range(n):
         xmax = (1 << in_bits[i]) if not pc_k[i] else 2 * (1 << in_bits[i]) + pc_k[i]
-        ms = [np.abs(mults[k]).max(initial=0) for k in (["m_pos", "m_neg"] if kind == "rprelu" else [f"m{i}"])]
-        bound += xmax * int(max(ms)) << lshifts[i]
+        keys = ["m_pos", "m_neg"] if kind == "rprelu" else [f"m{i}"]
+        bound += xmax * int(max(np.abs(mults[k]).max(initial=0) for k in keys)) << lshifts[i]
     acc_bits = bound.bit_length() + 2
     if acc_bits > 62:
         raise ValueError(f"{name}: accumulator of {acc_bits} bits exceeds the 62 the golden model keeps exact")
-    fn = "node_" + "".join(ch if ch.isalnum() else "_" for ch in name)
+    fn = c_name(name)
     inputs = [dict(bits=in_bits[i], signed=bool(signed[i]), lshift=lshifts[i], pc_k=pc_k[i]) for i in range(n)]
-    mlist = [dict(name=k, bits=_signed_bits(v), init=_table(np.asarray(v).reshape(-1), pe)) for k, v in mults.items()]
-    binit = "{" + ", ".join(_table(row, pe) for row in bias) + "}"
-    node = _env().get_template("fixed_node.hpp.j2").render(
-        kind=kind, name=name, fn=fn, pe=pe, cf=c // pe, inputs=inputs, mults=mlist, bias_bits=_signed_bits(bias),
-        bias_rows=bias.shape[0], bias_init=binit, acc_bits=acc_bits, shift=shift, out_bits=out_bits)
-    src = _env().get_template("kernel_tb.cpp.j2").render(
-        kernel=kind, name=name, params=node, inputs=[_stream(c, pe, in_bits[i], signed[i]) for i in range(n)],
-        out=_stream(c, pe, out_bits, True),
-        call=f"{fn}({', '.join(f'in{i}' for i in range(n))}, out, rows)")
-    return run(build(src, name), *xs)
+    mlist = [dict(name=k, ctype=c_int(_signed_bits(v)), init=_table(v, pe)) for k, v in mults.items()]
+    code = _env().get_template("fixed_node.hpp.j2").render(
+        kind=kind, name=name, fn=fn, pe=pe, cf=c // pe, inputs=inputs, mults=mlist, bias_ctype=c_int(_signed_bits(bias)),
+        bias_rows=bias.shape[0], bias_init="{" + ", ".join(_table(row, pe) for row in bias) + "}",
+        acc_bits=acc_bits, shift=shift, out_bits=out_bits)
+    return NodeCode(name, fn, code, [stream(c, pe, in_bits[i], bool(signed[i])) for i in range(n)],
+                    stream(c, pe, out_bits, True))
+
+
+# ---------------------------------------------------------------------- build + run
+def _compile(src: str, tag: str, inc: Path, lib_key: str, objects: bool = True) -> Path:
+    """g++ one translation unit into build/csim/, cached by the hash of its source,
+    the library headers and the flags; returns the object file."""
+    key = hashlib.sha256("\n".join([src, lib_key, str(inc), " ".join(CXXFLAGS)]).encode()).hexdigest()[:16]
+    obj = CACHE / f"{tag}-{key}.o"
+    if obj.exists():
+        return obj
+    cpp = obj.with_suffix(".cpp")
+    cpp.write_text(src)
+    tmp = obj.with_suffix(".part")
+    cmd = ["g++", *CXXFLAGS, "-isystem", str(inc), "-I", str(TEMPLATES), "-c", str(cpp), "-o", str(tmp)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise CsimError(f"g++ failed for {tag} ({cpp}):\n{res.stderr[-4000:]}")
+    tmp.replace(obj)
+    return obj
+
+
+def build(nodes: list[NodeCode], name: str, jobs: int | None = None, progress: bool = False) -> Path:
+    """One testbench binary for these nodes: one translation unit per node (compiled
+    in parallel and cached, so a graph rebuilds only the nodes that changed) and a
+    dispatcher; ``run(exe, i, ...)`` runs node i."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+    inc = ap_types_dir()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    env = _env()
+    lib = "".join((TEMPLATES / f).read_text() for f in sorted(os.listdir(TEMPLATES)))
+    lib_key = hashlib.sha256(lib.encode()).hexdigest()
+    units = [(env.get_template("node_tb.cpp.j2").render(n=n), n.fn[:50]) for n in nodes]
+    units.append((env.get_template("main_tb.cpp.j2").render(nodes=nodes, name=name), "main"))
+    with ThreadPoolExecutor(jobs or os.cpu_count() or 1) as pool:
+        objs = list(tqdm(pool.map(lambda u: _compile(u[0], u[1], inc, lib_key), units), total=len(units),
+                         desc=f"g++ {name}", unit="unit", disable=not progress))
+    key = hashlib.sha256(" ".join(str(o) for o in objs).encode()).hexdigest()[:16]
+    tag = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)[:60]
+    exe = CACHE / f"{tag}-{key}"
+    if not exe.exists():
+        tmp = exe.with_suffix(".part")
+        res = subprocess.run(["g++", *map(str, objs), "-o", str(tmp)], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise CsimError(f"linking {name} failed:\n{res.stderr[-4000:]}")
+        tmp.replace(exe)
+    return exe
+
+
+def run(exe: Path, index: int, *xs: np.ndarray) -> np.ndarray:
+    """Node ``index`` of a testbench binary on (rows, width) integer inputs."""
+    with tempfile.TemporaryDirectory() as d:
+        fins = [Path(d) / f"in{i}.npy" for i in range(len(xs))]
+        fout = Path(d) / "out.npy"
+        for f, x in zip(fins, xs):
+            np.save(f, np.ascontiguousarray(x, dtype=np.int64))
+        res = subprocess.run([str(exe), str(index), *map(str, fins), str(fout)], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise CsimError(f"{exe.name} node {index} exited with {res.returncode}: {res.stderr.strip()}")
+        return np.load(fout)
+
+
+def simulate(node: NodeCode, *xs) -> np.ndarray:
+    """Build (or reuse) the one-node testbench and run it."""
+    return run(build([node], node.name), 0, *[np.asarray(x, dtype=np.int64) for x in xs])
+
+
+# ---------------------------------------------------------------------- one-kernel conveniences
+def mvau_xnor(x_bits, w_bits, simd: int, pe: int, name: str = "mvau") -> np.ndarray:
+    """x_bits (rows, MW) 0/1, w_bits (MH, MW) 0/1 -> (rows, MH) popcounts of xnor(x, w[n])."""
+    return simulate(mvau_code(name, w_bits, simd, pe), x_bits)
+
+
+def threshold_sign(x, thresholds, in_bits: int, pe: int, name: str = "threshold") -> np.ndarray:
+    """x (rows, C) signed in_bits-bit -> (rows, C) bits, 1 where x >= t[c]."""
+    return simulate(threshold_code(name, thresholds, in_bits, pe), x)
+
+
+def fixed_node(kind: str, xs, in_bits, signed, mults: dict, bias, shift: int, out_bits: int, pe: int,
+               lshifts=None, pc_k=None, name: str = "fixed") -> np.ndarray:
+    return simulate(fixed_code(name, kind, in_bits, signed, mults, bias, shift, out_bits, pe, lshifts, pc_k), *xs)
+
+
+# ---------------------------------------------------------------------- graph nodes
+def _dt(graph, tensor):
+    from qonnx.core.datatype import DataType
+    return DataType[graph.dtype_of(tensor)]
+
+
+def node_code(graph, node, channels: int) -> NodeCode:
+    """The C++ of one node of a :class:`hw.graph.Graph` whose output stream has
+    ``channels`` values per row, with its folding (PE / SIMD; 1 where unset)."""
+    a, p = node.attrs, node.params
+    pe = int(a.get("PE", 1))
+    if node.op == "Thresholding":
+        return threshold_code(node.name, p["thresholds"][:, 0], _dt(graph, node.inputs[0]).bitwidth(), pe,
+                              bipolar_out=True)
+    if node.op == "MVAU":
+        return mvau_code(node.name, (p["weights"].T + 1) // 2, int(a.get("SIMD", 1)), pe, bipolar_in=True)
+    if node.op in ("Affine", "RPReLU"):
+        dts = [_dt(graph, t) for t in node.inputs]
+        if node.op == "Affine":
+            kind, mults = "affine", {f"m{i}": p[f"m{i}"] for i in range(len(dts))}
+        else:
+            kind, mults = "rprelu", {"m_pos": p["m_pos"], "m_neg": p["m_neg"]}
+        return fixed_code(node.name, kind, [d.bitwidth() for d in dts], [d.signed() for d in dts], mults,
+                          p["bias"], a["shift"], a["bits"], pe, a.get("lshifts"), a.get("pc_k"), channels)
+    raise NotImplementedError(f"{node.name}: no HLS kernel for {node.op} yet")
+
+
+SUPPORTED = ("Thresholding", "MVAU", "Affine", "RPReLU")
+
+
+def check_graph_nodes(graph, images_nhwc, ops=SUPPORTED, progress: bool = False) -> dict:
+    """Every node of these op types, compiled together into one testbench and run
+    on the golden input streams of these images: {node name: output == golden}."""
+    from tqdm import tqdm
+
+    from .graph import run as run_golden
+    trace: dict = {}
+    run_golden(graph, images_nhwc, trace)
+    trace[graph.input] = np.asarray(images_nhwc, dtype=np.int64)
+    nodes = [n for n in graph.nodes if n.op in ops]
+    codes = [node_code(graph, n, trace[n.outputs[0]].shape[-1]) for n in nodes]
+    exe = build(codes, f"graph{len(codes)}", progress=progress)
+    result = {}
+    for i, (n, code) in enumerate(tqdm(list(zip(nodes, codes)), desc="csim nodes", disable=not progress)):
+        xs = []
+        for t, s in zip(n.inputs, code.inputs):
+            xs.append(trace[t].reshape(-1, s["width"]))
+        want = trace[n.outputs[0]]
+        got = run(exe, i, *xs)
+        result[n.name] = bool(np.array_equal(got, want.reshape(got.shape)))
+    return result

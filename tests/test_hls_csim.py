@@ -152,3 +152,20 @@ def test_shipped_affine_and_rprelu_nodes_in_csim_equal_the_golden_streams(shippe
                               pe=node.attrs.get("PE", 4), lshifts=node.attrs.get("lshifts"), pc_k=node.attrs.get("pc_k"),
                               name=node.name)
         assert np.array_equal(got, trace[node.outputs[0]].reshape(got.shape)), node.name
+
+
+def test_every_supported_node_of_the_shipped_model_in_csim_equals_golden(shipped_net, shipped):
+    """All Thresholding, MVAU, Affine and RPReLU nodes of the shipped graph (123), compiled
+    into one testbench (one translation unit per node, about 2 minutes on 2 cores), each fed
+    the golden input streams of 8 test images: every output stream equals golden."""
+    g = shipped_net.graph
+    images = shipped[2].images[:8].numpy().transpose(0, 2, 3, 1)
+    res = csim.check_graph_nodes(g, images)
+    assert len(res) == sum(n.op in csim.SUPPORTED for n in g.nodes) >= 120
+    assert all(res.values()), [k for k, v in res.items() if not v][:5]
+
+
+def test_unsupported_node_is_named(shipped_net):
+    node = next(n for n in shipped_net.graph.nodes if n.op == "QDAttention")
+    with pytest.raises(NotImplementedError, match=f"{node.name}: no HLS kernel for QDAttention"):
+        csim.node_code(shipped_net.graph, node, 128)

@@ -24,11 +24,11 @@ ap_uint<OB> popcount(ap_uint<N> v) {
 }
 
 // sign(x - t) per channel: bit = (x >= thr[c]).  Channel c = cf * PE + pe.
-// Thresholds are IB+1 bits wide so that "always" and "never" fit (they are
-// clipped to [min(x), max(x) + 1] when generated).
-template <unsigned C, unsigned PE, unsigned IB>
+// Thresholds are compared as IB+1-bit values so that "always" and "never" fit
+// (they are clipped to [min(x), max(x) + 1] when generated).  T: their C type.
+template <unsigned C, unsigned PE, unsigned IB, typename T>
 void threshold_sign(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE> > &out,
-                    const ap_int<IB + 1> thr[PE][C / PE], unsigned reps) {
+                    const T thr[PE][C / PE], unsigned reps) {
     static_assert(C % PE == 0, "PE must divide the channel count");
     constexpr unsigned CF = C / PE;
     for (unsigned r = 0; r < reps; r++) {
@@ -39,7 +39,7 @@ void threshold_sign(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE> 
             for (unsigned pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
                 const ap_int<IB> x = word(pe * IB + IB - 1, pe * IB);
-                bits[pe] = (ap_int<IB + 1>(x) >= thr[pe][cf]) ? 1 : 0;
+                bits[pe] = (ap_int<IB + 1>(x) >= ap_int<IB + 1>(thr[pe][cf])) ? 1 : 0;
             }
             out.write(bits);
         }
@@ -51,9 +51,10 @@ void threshold_sign(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE> 
 // vector is read once (first neuron fold) and replayed from a buffer, so one
 // vector takes NF * SF cycles at II=1.  Weight word w[pe][nf * SF + sf] holds
 // inputs sf*SIMD .. sf*SIMD+SIMD-1 of output nf*PE + pe.
-template <unsigned MW, unsigned MH, unsigned SIMD, unsigned PE, unsigned OB>
+// W: the C type of a weight word (uint64_t up to 64 bits, else ap_uint<SIMD>).
+template <unsigned MW, unsigned MH, unsigned SIMD, unsigned PE, unsigned OB, typename W>
 void mvau_xnor(hls::stream<ap_uint<SIMD> > &in, hls::stream<ap_uint<PE * OB> > &out,
-               const ap_uint<SIMD> weights[PE][(MH / PE) * (MW / SIMD)], unsigned reps) {
+               const W weights[PE][(MH / PE) * (MW / SIMD)], unsigned reps) {
     static_assert(MW % SIMD == 0, "SIMD must divide MW");
     static_assert(MH % PE == 0, "PE must divide MH");
     static_assert((1u << OB) > MW, "OB bits must hold a popcount of MW");
@@ -76,7 +77,7 @@ void mvau_xnor(hls::stream<ap_uint<SIMD> > &in, hls::stream<ap_uint<PE * OB> > &
                 ap_uint<PE * OB> word = 0;
                 for (unsigned pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
-                    const ap_uint<SIMD> agree = ~(x ^ weights[pe][nf * SF + sf]);
+                    const ap_uint<SIMD> agree = ~(x ^ ap_uint<SIMD>(weights[pe][nf * SF + sf]));
                     const ap_uint<OB> part = popcount<SIMD, OB>(agree);
                     acc[pe] = (sf == 0) ? part : ap_uint<OB>(acc[pe] + part);
                     word(pe * OB + OB - 1, pe * OB) = acc[pe];
