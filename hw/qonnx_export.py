@@ -281,7 +281,9 @@ def export(net, path, batch: int, source: TorchIntNet | None = None):
     model = clean(insert_container_casts(clean(ModelWrapper(str(tmp)))))
     tmp.unlink(missing_ok=True)
     tmp.with_suffix(".raw.onnx.data").unlink(missing_ok=True)
-    model.save(str(path))
+    part = path.with_suffix(".onnx.part")            # written whole, then renamed: never half a file
+    model.save(str(part))
+    part.replace(path)
     return model
 
 
