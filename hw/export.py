@@ -116,9 +116,11 @@ def finn_lowering_check(out: Path, dataflow, images_u8, golden_logits, batch: in
     model.save(str(tmp))
     tmp.replace(out / "model_finn.onnx")
     res = FL.verify(model, images_u8, golden_logits, batch)
+    res["conv"] = FL.check_conv_regions(ModelWrapper(str(out / "model_qonnx.onnx")), dataflow)
     from .qonnx_export import op_histogram
     res.update(regions=len(regions), matched=len(pairs), nodes=len(model.graph.node), ops=op_histogram(model),
                file=str(out / "model_finn.onnx"), seconds=round(time.time() - t0, 1))
+    res["equal"] = res["equal"] and res["conv"]["equal"]
     return res
 
 
@@ -132,7 +134,17 @@ def finn_line(fv) -> str:
             f"the QONNX export -> `model_finn.onnx` ({', '.join(f'{k} x{v}' for k, v in fin.items())}); each of "
             f"its {fv['matched']} FINN nodes has exactly the parameters of the dataflow graph's node of the same "
             f"name; its execution vs golden logits: **{state}** on {fv['images']} test images "
-            f"({fv['seconds']} s).")
+            f"({fv['seconds']} s). {conv_line(fv.get('conv'))}")
+
+
+def conv_line(cv) -> str:
+    if not cv:
+        return ""
+    ops = ", ".join(f"{k} x{v}" for k, v in cv["ops"].items())
+    return (f"The {cv['regions']} dense binary convolutions through FINN's convolution sequence (LowerConvsToMatMul, "
+            f"InferConvInpGen, InferShuffle, InferElementwiseBinaryOperation), batch 1: {ops}; "
+            f"{'equal' if cv['equal'] else 'NOT equal'} to the exported regions on random inputs, weights and "
+            f"thresholds equal to the dataflow graph's {', '.join(cv['pairs'].values())}.")
 
 
 def qonnx_line(qv) -> str:

@@ -25,14 +25,17 @@ passes themselves are FINN's; only their input is smaller.
 What FINN's passes do not cover stays as exported and is the project's own
 kernels in the dataflow graph (``hw.graph``): the grouped dilated binary
 convolutions (qonnx's ``LowerConvsToMatMul`` lowers only dense and depthwise
-ones); the three dense 2x2 patch-merging convolutions, which FINN does lower
-(``LowerConvsToMatMul``, ``InferConvInpGen``, ``InferShuffle`` and
-``InferElementwiseBinaryOperation`` turn such a region into Thresholding,
-Shuffle, ConvolutionInputGenerator, MVAU and elementwise nodes; tried on the
-export) but whose Shuffle and sliding-window nodes execute for batch 1 only,
-while the export is batched; the >8-bit requantisers (``ConvertQONNXtoFINN`` keeps a ``Quant`` wider
+ones); the >8-bit requantisers (``ConvertQONNXtoFINN`` keeps a ``Quant`` wider
 than 8 bits, since a MultiThreshold would need 2**bits - 1 thresholds per
 channel), QD attention, the shift unit, token reshuffles and LayerNorm.
+
+The dense binary convolutions (the 2x2 patch merging) go through FINN's
+convolution sequence (``LowerConvsToMatMul``, ..., ``InferConvInpGen``,
+``InferShuffle``, ``InferElementwiseBinaryOperation``: :func:`check_conv_regions`)
+as batch-1 regions, FINN's dataflow convention; FINN's sliding-window and
+Shuffle nodes execute one image at a time, so these are checked region by
+region against the export (every image of a batch) instead of being spliced
+into the batched file.
 
 Two checks make this more than a conversion:
 
@@ -115,6 +118,32 @@ def find_regions(model) -> list[Region]:
                     nodes += [w] + ([tr] if tr is not None else []) + [mm, add, mul[0]]
                     regions.append(Region("mvau", nodes, sub.input[0], mul[0].output[0]))
                     continue
+    return regions
+
+
+def find_conv_regions(model) -> list[Region]:
+    """Every dense binary convolution with its sign: ``Sub -> BipolarQuant ->
+    Transpose -> Reshape`` (tokens to an NCHW map) ``-> Cast -> Conv`` (BipolarQuant
+    weights, group 1) ``-> Cast``.  Grouped convolutions are not FINN's."""
+    from qonnx.util.basic import get_by_name
+    regions = []
+    for conv in model.graph.node:
+        if conv.op_type != "Conv":
+            continue
+        group = get_by_name(conv.attribute, "group")
+        w = model.find_producer(conv.input[1])
+        if (group is not None and group.i != 1) or not _is_weight_bq(model, w):
+            continue
+        chain, x = [], model.find_producer(conv.input[0])
+        for op in ("Cast", "Reshape", "Transpose", "BipolarQuant", "Sub"):
+            if x is None or x.op_type != op or len(model.find_consumers(x.output[0])) != 1:
+                break
+            chain.insert(0, x)
+            x = model.find_producer(x.input[0])
+        after = model.find_consumers(conv.output[0])
+        if len(chain) != 5 or len(after) != 1 or after[0].op_type != "Cast":
+            continue
+        regions.append(Region("conv", chain + [w, conv, after[0]], chain[0].input[0], after[0].output[0]))
     return regions
 
 
@@ -290,3 +319,116 @@ def verify(model, images_u8, golden_logits, batch: int) -> dict:
         if not np.array_equal(got, golden_logits[i:i + batch]):
             return dict(equal=False, images=i)
     return dict(equal=True, images=n)
+
+
+# ---------------------------------------------------------------------- dense binary convolutions
+def conv_steps():
+    """FINN's sequence for a binary convolution (its BNN flow), unchanged."""
+    from finn.transformation.fpgadataflow.convert_to_hw.binary_matrix_vector_activation import (
+        InferBinaryMatrixVectorActivation)
+    from finn.transformation.fpgadataflow.convert_to_hw.conv_inp_gen import InferConvInpGen
+    from finn.transformation.fpgadataflow.convert_to_hw.elementwise_binary_operation import (
+        InferElementwiseBinaryOperation)
+    from finn.transformation.fpgadataflow.convert_to_hw.shuffle import InferShuffle
+    from finn.transformation.fpgadataflow.convert_to_hw.thresholding import InferThresholdingLayer
+    from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
+    from finn.transformation.streamline import Streamline
+    from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
+    from qonnx.transformation.bipolar_to_xnor import ConvertBipolarMatMulToXnorPopcount
+    from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
+    return [ConvertQONNXtoFINN(), Streamline(), LowerConvsToMatMul(), Streamline(),
+            ConvertBipolarMatMulToXnorPopcount(), Streamline(), RoundAndClipThresholds(),
+            InferBinaryMatrixVectorActivation(), InferThresholdingLayer(), InferConvInpGen(), InferShuffle(),
+            InferElementwiseBinaryOperation()]
+
+
+def _one_image(r):
+    """This project's pre-pass before FINN's: drop the float64/float32 container
+    Casts (identities on integer values) and make the region a batch-1 graph,
+    FINN's dataflow convention (its sliding-window and Shuffle nodes are batch 1)."""
+    from qonnx.transformation.infer_shapes import InferShapes
+    g = r.graph
+    for n in [n for n in g.node if n.op_type == "Cast"]:
+        src, dst = n.input[0], n.output[0]
+        if dst == g.output[0].name:
+            r.find_producer(src).output[0] = dst
+        else:
+            for c in r.find_consumers(dst):
+                for j, t in enumerate(c.input):
+                    if t == dst:
+                        c.input[j] = src
+        g.node.remove(n)
+    for n in g.node:
+        if n.op_type == "Reshape":
+            shape = np.asarray(r.get_initializer(n.input[1])).copy()
+            shape[0] = 1
+            r.set_initializer(n.input[1], shape)
+    del g.value_info[:]
+    for vi in list(g.input) + list(g.output):
+        vi.type.tensor_type.shape.dim[0].dim_value = 1
+        vi.type.tensor_type.elem_type = TensorProto.FLOAT
+    return r.transform(InferShapes())
+
+
+def check_conv_regions(model, dataflow, seed: int = 0) -> dict:
+    """FINN's passes on every dense binary convolution region of the export, one
+    image at a time.  Each must become FINN hardware nodes only, equal the
+    exported region on random inputs of its input's datatype (every image of a
+    batch), and carry the weights / thresholds of the dataflow graph's
+    ``XnorConv2d`` / ``Thresholding``."""
+    from qonnx.core.onnx_exec import execute_onnx
+
+    import finn.custom_op.fpgadataflow  # noqa: F401
+    rng = np.random.default_rng(seed)
+    convs = {n.name: n for n in dataflow.graph.node if n.op_type == "XnorConv2d"}
+    out = dict(regions=0, equal=True, ops={}, pairs={})
+    for i, reg in enumerate(find_conv_regions(model)):
+        name = f"finnconv{i}"
+        orig = _region_model(model, reg)
+        r = _one_image(_region_model(model, reg))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for step in conv_steps():
+                try:
+                    r = r.transform(step)
+                except Exception as exc:
+                    raise LoweringError(f"{name} (exported nodes {[n.name for n in reg.nodes]}): FINN's "
+                                        f"{type(step).__name__} failed: {exc}") from exc
+        ops = [n.op_type for n in r.graph.node]
+        if any(n.domain != FINN for n in r.graph.node) or "MVAU" not in ops or "ConvolutionInputGenerator" not in ops:
+            raise LoweringError(f"{name}: FINN's passes left {ops}; the region was {[n.op_type for n in reg.nodes]}")
+        for op in ops:
+            out["ops"][op] = out["ops"].get(op, 0) + 1
+        # equal to the exported region, image by image
+        dt = model.get_tensor_datatype(reg.input)
+        shape = model.get_tensor_shape(reg.input)
+        x = rng.integers(int(dt.min()), int(dt.max()) + 1, size=shape).astype(np.float64)
+        want = execute_onnx(orig, {orig.graph.input[0].name: x})[orig.graph.output[0].name]
+        got = np.concatenate([execute_onnx(r, {r.graph.input[0].name: x[b:b + 1].astype(np.float32)})
+                              [r.graph.output[0].name] for b in range(shape[0])])
+        if not np.array_equal(np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)):
+            out["equal"] = False
+        # the dataflow graph's XnorConv2d with these weights
+        mv = next(n for n in r.graph.node if n.op_type == "MVAU")
+        wf = np.asarray(r.get_initializer(mv.input[1]))
+        match = [k for k, n in convs.items()
+                 if _conv_as_mvau(np.asarray(dataflow.get_initializer(n.input[1]))).shape == wf.shape
+                 and np.array_equal(_conv_as_mvau(np.asarray(dataflow.get_initializer(n.input[1]))), wf)]
+        if len(match) != 1:
+            raise LoweringError(f"{name}: {len(match)} XnorConv2d nodes of the dataflow graph have its weights "
+                                "(expected exactly one)")
+        thr = next(n for n in r.graph.node if n.op_type == "Thresholding")
+        feed = dataflow.find_producer(dataflow.get_node_from_name(match[0]).input[0])
+        t_df = np.asarray(dataflow.get_initializer(feed.input[1]))
+        t_finn = np.asarray(r.get_initializer(thr.input[1]))
+        if feed.op_type != "Thresholding" or t_df.shape != t_finn.shape or not np.array_equal(t_df, t_finn):
+            raise LoweringError(f"{name}: its thresholds differ from those of {feed.name}, which feeds {match[0]}")
+        out["pairs"][name] = match[0]
+        out["regions"] += 1
+    return out
+
+
+def _conv_as_mvau(w):
+    """(O, I, k, k) +-1 conv weights -> FINN's (k*k*I, O) binary MVAU matrix (im2col order kh, kw, c)."""
+    o = w.shape[0]
+    return (w.transpose(0, 2, 3, 1).reshape(o, -1).T + 1) // 2

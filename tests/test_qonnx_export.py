@@ -160,3 +160,17 @@ def test_a_region_finn_cannot_lower_is_named(exported):
     sign_only = FL.Region("mvau", reg.nodes[:2], reg.input, reg.nodes[1].output[0])
     with pytest.raises(FL.LoweringError, match=rf"{re.escape(reg.nodes[0].name)}.*InferThresholdingLayer failed"):
         FL.lower_region(m, sign_only, "broken")
+
+
+def test_finn_lowers_the_dense_binary_convolutions(exported, lowered):
+    """LowerConvsToMatMul / InferConvInpGen / InferShuffle on the patch-merging convs: FINN
+    nodes only, equal to the exported regions, parameters equal to the dataflow graph's."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from hw import finn_lowering as FL
+    _, path, _, _ = exported
+    _, _, dataflow = lowered
+    res = FL.check_conv_regions(ModelWrapper(str(path)), dataflow)
+    assert res["regions"] == 3 and res["equal"]
+    assert res["ops"]["ConvolutionInputGenerator"] == 3 and res["ops"]["MVAU"] == 3
+    assert sorted(res["pairs"].values()) == [f"downsamples.{i}.proj" for i in range(3)]
