@@ -302,10 +302,51 @@ def node_code(graph, node, channels: int) -> NodeCode:
             kind, mults = "rprelu", {"m_pos": p["m_pos"], "m_neg": p["m_neg"]}
         return fixed_code(node.name, kind, [d.bitwidth() for d in dts], [d.signed() for d in dts], mults,
                           p["bias"], a["shift"], a["bits"], pe, a.get("lshifts"), a.get("pc_k"), channels)
+    if node.op in ("ShiftBranch", "RepeatChannels", "GroupSumChannels"):
+        din, dout = _dt(graph, node.inputs[0]), _dt(graph, node.outputs[0])
+        return token_code(node.name, node.op, a, channels, pe, din.bitwidth(), din.signed(), dout.bitwidth(),
+                          dout.signed())
     raise NotImplementedError(f"{node.name}: no HLS kernel for {node.op} yet")
 
 
-SUPPORTED = ("Thresholding", "MVAU", "Affine", "RPReLU")
+def token_code(name: str, op: str, a: dict, out_channels: int, pe: int, in_bits: int, in_signed: bool,
+               out_bits: int, out_signed: bool) -> NodeCode:
+    """The data-movement kernels of templates/hls/bhvit_tokens.hpp for one node.
+    Map kernels (ShiftBranch) take images = rows / (H * W)."""
+    fn = c_name(name)
+    sg = "true" if in_signed else "false"
+    if op == "ShiftBranch":
+        c = out_channels
+        h, w = a["H"], a["W"]
+        if a["kind"] == "box":
+            check_fold(name, "PE", c, pe)
+            call = (f"bhvit::shift_box<{h}, {w}, {c}, {pe}, {in_bits}, {sg}, {out_bits}, {a['reach']}, "
+                    f"{'true' if a['axis'] == 'h' else 'false'}>(in0, out, rows / {h * w})")
+        else:
+            if c % 4:
+                raise FoldingError(f"{name}: channel mix needs channels divisible by 4, got {c}")
+            check_fold(name, "PE", c // 4, pe)
+            out_bits, out_signed = in_bits, in_signed
+            call = f"bhvit::shift_mix<{h}, {w}, {c}, {pe}, {in_bits}, {a['reach']}>(in0, out, rows / {h * w})"
+        cin = c
+    elif op == "RepeatChannels":
+        cin = out_channels // a["ratio"]
+        check_fold(name, "PE", cin, pe)
+        out_bits, out_signed = in_bits, in_signed
+        call = f"bhvit::repeat_channels<{cin}, {pe}, {in_bits}, {a['ratio']}>(in0, out, rows)"
+    elif op == "GroupSumChannels":
+        cin = out_channels * a["ratio"]
+        check_fold(name, "PE", out_channels, pe)
+        call = (f"bhvit::group_sum_channels<{cin}, {pe}, {in_bits}, {sg}, {out_bits}, {a['ratio']}>"
+                f"(in0, out, rows)")
+    else:
+        raise NotImplementedError(f"{name}: no token kernel for {op}")
+    code = (f"void {fn}(hls::stream<ap_uint<{pe * in_bits}> > &in0, hls::stream<ap_uint<{pe * out_bits}> > &out, "
+            f"unsigned rows) {{\n    {call};\n}}\n")
+    return NodeCode(name, fn, code, [stream(cin, pe, in_bits, in_signed)], stream(out_channels, pe, out_bits, out_signed))
+
+
+SUPPORTED = ("Thresholding", "MVAU", "Affine", "RPReLU", "ShiftBranch", "RepeatChannels", "GroupSumChannels")
 
 
 def check_graph_nodes(graph, images_nhwc, ops=SUPPORTED, progress: bool = False) -> dict:

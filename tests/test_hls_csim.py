@@ -155,13 +155,13 @@ def test_shipped_affine_and_rprelu_nodes_in_csim_equal_the_golden_streams(shippe
 
 
 def test_every_supported_node_of_the_shipped_model_in_csim_equals_golden(shipped_net, shipped):
-    """All Thresholding, MVAU, Affine and RPReLU nodes of the shipped graph (123), compiled
-    into one testbench (one translation unit per node, about 2 minutes on 2 cores), each fed
-    the golden input streams of 8 test images: every output stream equals golden."""
+    """Every node of the shipped graph whose kernel exists (csim.SUPPORTED: 158 of 188),
+    compiled into one testbench (one translation unit per node, a few minutes of g++ on 2
+    cores), each fed the golden input streams of 8 test images: every output equals golden."""
     g = shipped_net.graph
     images = shipped[2].images[:8].numpy().transpose(0, 2, 3, 1)
     res = csim.check_graph_nodes(g, images)
-    assert len(res) == sum(n.op in csim.SUPPORTED for n in g.nodes) >= 120
+    assert len(res) == sum(n.op in csim.SUPPORTED for n in g.nodes) >= 150
     assert all(res.values()), [k for k, v in res.items() if not v][:5]
 
 
@@ -169,3 +169,35 @@ def test_unsupported_node_is_named(shipped_net):
     node = next(n for n in shipped_net.graph.nodes if n.op == "QDAttention")
     with pytest.raises(NotImplementedError, match=f"{node.name}: no HLS kernel for QDAttention"):
         csim.node_code(shipped_net.graph, node, 128)
+
+
+# ---------------------------------------------------------------------- data-movement kernels
+@pytest.mark.parametrize("kind,axis,reach,pe,hw_", [("box", "h", 1, 2, (5, 7)), ("box", "w", 2, 8, (5, 7)),
+                                                     ("box", "h", 2, 1, (3, 2)), ("mix", "h", 1, 2, (5, 7)),
+                                                     ("mix", "h", 2, 1, (3, 4))])
+def test_shift_unit_csim_equals_golden(kind, axis, reach, pe, hw_):
+    """Circular box sums (reach up to the map size: wrap-around on both sides) and channel mixes."""
+    from hw.kernels.shift import box_sum, channel_mix
+    h, w = hw_
+    c = 8
+    x = np.random.default_rng(reach * 10 + pe).integers(-512, 512, (2, h, w, c))
+    m = x.transpose(0, 3, 1, 2)
+    out_bits = 13 if kind == "box" else 10
+    code = csim.token_code(f"shift_{kind}_{axis}{reach}_{pe}_{h}x{w}", "ShiftBranch",
+                           dict(kind=kind, axis=axis, reach=reach, H=h, W=w), c, pe, 10, True, out_bits, True)
+    got = csim.simulate(code, x.reshape(-1, c))
+    want = box_sum(m, reach, 2 if axis == "h" else 3) if kind == "box" else channel_mix(m, reach)
+    assert np.array_equal(got, want.transpose(0, 2, 3, 1).reshape(-1, c))
+
+
+@pytest.mark.parametrize("ratio,pe", [(3, 4), (2, 1), (4, 8)])
+def test_repeat_and_group_sum_channels_csim_equal_golden(ratio, pe):
+    from hw.kernels.tokens import group_sum_channels, repeat_channels
+    c = 8
+    x = np.random.default_rng(ratio).integers(-512, 512, (6, c))
+    rep = csim.token_code(f"rep{ratio}_{pe}", "RepeatChannels", dict(ratio=ratio), c * ratio, pe, 10, True, 10, True)
+    assert np.array_equal(csim.simulate(rep, x), repeat_channels(x, ratio))
+    if (c // ratio) % pe == 0 and c % ratio == 0:
+        gs = csim.token_code(f"gsum{ratio}_{pe}", "GroupSumChannels", dict(ratio=ratio), c // ratio, pe, 10, True,
+                             13, True)
+        assert np.array_equal(csim.simulate(gs, x), group_sum_channels(x, ratio))

@@ -1,0 +1,125 @@
+// Data-movement kernels of the BHViT dataflow on token streams: rows are the
+// tokens of an H x W map in row-major order, each row C channels folded into
+// C/PE words of PE fields.  Golden semantics: hw/kernels/shift.py (box_sum,
+// channel_mix) and hw/kernels/tokens.py (repeat_channels, group_sum_channels).
+#pragma once
+#include <ap_int.h>
+#include <hls_stream.h>
+
+#include "bhvit_fixed.hpp"
+
+namespace bhvit {
+
+// Circular box sum along H (ALONG_H) or W: out(h, w) = sum_{s=-R..R} x(h+s mod H, w)
+// (or x(h, w+s mod W)).  The wrap-around needs the whole map, so one image is
+// buffered, then the sums stream out.
+template <unsigned H, unsigned W, unsigned C, unsigned PE, unsigned IB, bool SIGNED, unsigned OB, unsigned R,
+          bool ALONG_H>
+void shift_box(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB> > &out, unsigned images) {
+    static_assert(C % PE == 0, "PE must divide the channel count");
+    constexpr unsigned CF = C / PE;
+    constexpr unsigned L = ALONG_H ? H : W;
+    static ap_uint<PE * IB> buf[H * W * CF];
+    for (unsigned img = 0; img < images; img++) {
+        for (unsigned i = 0; i < H * W * CF; i++) {
+#pragma HLS PIPELINE II=1
+            buf[i] = in.read();
+        }
+        for (unsigned h = 0; h < H; h++) {
+            for (unsigned w = 0; w < W; w++) {
+                for (unsigned cf = 0; cf < CF; cf++) {
+#pragma HLS PIPELINE
+                    ap_int<OB + 1> acc[PE];
+                    for (unsigned pe = 0; pe < PE; pe++) acc[pe] = 0;
+                    for (unsigned k = 0; k < 2 * R + 1; k++) {
+                        const unsigned pos = ((ALONG_H ? h : w) + L + k - R) % L;   // L > R: no underflow
+                        const unsigned hh = ALONG_H ? pos : h, ww = ALONG_H ? w : pos;
+                        const ap_uint<PE * IB> word = buf[(hh * W + ww) * CF + cf];
+                        for (unsigned pe = 0; pe < PE; pe++) acc[pe] += field<IB, SIGNED>(word, pe);
+                    }
+                    ap_uint<PE * OB> o = 0;
+                    for (unsigned pe = 0; pe < PE; pe++) o(pe * OB + OB - 1, pe * OB) = ap_int<OB>(acc[pe]);
+                    out.write(o);
+                }
+            }
+        }
+    }
+}
+
+// Channel mix: the channels in four quarters, rolled by +S along H, -S along H,
+// +S along W, -S along W (np.roll: out[i] = x[i - shift]).  PE divides C/4, so a
+// word never straddles two quarters.
+template <unsigned H, unsigned W, unsigned C, unsigned PE, unsigned B, unsigned S>
+void shift_mix(hls::stream<ap_uint<PE * B> > &in, hls::stream<ap_uint<PE * B> > &out, unsigned images) {
+    static_assert((C / 4) % PE == 0 && C % 4 == 0, "PE must divide C/4");
+    constexpr unsigned CF = C / PE, QF = (C / 4) / PE;
+    static ap_uint<PE * B> buf[H * W * CF];
+    for (unsigned img = 0; img < images; img++) {
+        for (unsigned i = 0; i < H * W * CF; i++) {
+#pragma HLS PIPELINE II=1
+            buf[i] = in.read();
+        }
+        for (unsigned h = 0; h < H; h++) {
+            for (unsigned w = 0; w < W; w++) {
+                for (unsigned cf = 0; cf < CF; cf++) {
+#pragma HLS PIPELINE II=1
+                    const unsigned q = cf / QF;
+                    const unsigned hh = q == 0 ? (h + H - S % H) % H : (q == 1 ? (h + S) % H : h);
+                    const unsigned ww = q == 2 ? (w + W - S % W) % W : (q == 3 ? (w + S) % W : w);
+                    out.write(buf[(hh * W + ww) * CF + cf]);
+                }
+            }
+        }
+    }
+}
+
+// Channel j of the output row is channel j mod C of the input row (RATIO copies).
+template <unsigned C, unsigned PE, unsigned B, unsigned RATIO>
+void repeat_channels(hls::stream<ap_uint<PE * B> > &in, hls::stream<ap_uint<PE * B> > &out, unsigned rows) {
+    static_assert(C % PE == 0, "PE must divide the channel count");
+    constexpr unsigned CF = C / PE;
+    ap_uint<PE * B> row[CF];
+    for (unsigned r = 0; r < rows; r++) {
+        for (unsigned j = 0; j < RATIO * CF; j++) {
+#pragma HLS PIPELINE II=1
+            ap_uint<PE * B> word;
+            if (j < CF) {
+                word = in.read();
+                row[j] = word;
+            } else {
+                word = row[j % CF];
+            }
+            out.write(word);
+        }
+    }
+}
+
+// out[c] = sum_{k < RATIO} x[c * RATIO + k]: C inputs, C / RATIO outputs, PE of each per word.
+template <unsigned C, unsigned PE, unsigned IB, bool SIGNED, unsigned OB, unsigned RATIO>
+void group_sum_channels(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB> > &out, unsigned rows) {
+    static_assert(C % PE == 0 && (C / RATIO) % PE == 0, "PE must divide C and C / RATIO");
+    constexpr unsigned CF = C / PE, OF = C / RATIO / PE;
+    ap_uint<PE * IB> row[CF];
+    for (unsigned r = 0; r < rows; r++) {
+        for (unsigned i = 0; i < CF; i++) {
+#pragma HLS PIPELINE II=1
+            row[i] = in.read();
+        }
+        for (unsigned of = 0; of < OF; of++) {
+#pragma HLS PIPELINE
+            ap_uint<PE * OB> o = 0;
+            for (unsigned pe = 0; pe < PE; pe++) {
+                const unsigned c = of * PE + pe;
+                ap_int<OB + 1> acc = 0;
+                for (unsigned k = 0; k < RATIO; k++) {
+                    const unsigned src = c * RATIO + k;
+                    acc += field<IB, SIGNED>(row[src / PE], src % PE);
+                }
+                o(pe * OB + OB - 1, pe * OB) = ap_int<OB>(acc);
+            }
+            out.write(o);
+        }
+    }
+}
+
+}  // namespace bhvit
