@@ -83,6 +83,7 @@ class NodeCode:
     code: str            # C++ definitions: constants + ``void fn(in0, ..., out, rows)``
     inputs: list         # stream() dicts
     out: dict
+    rows_out_per_in: tuple = (1, 1)   # output rows per input rows (a strided conv has fewer tokens)
 
 
 def _hex_words(bits: np.ndarray) -> list[str]:
@@ -302,11 +303,39 @@ def node_code(graph, node, channels: int) -> NodeCode:
             kind, mults = "rprelu", {"m_pos": p["m_pos"], "m_neg": p["m_neg"]}
         return fixed_code(node.name, kind, [d.bitwidth() for d in dts], [d.signed() for d in dts], mults,
                           p["bias"], a["shift"], a["bits"], pe, a.get("lshifts"), a.get("pc_k"), channels)
+    if node.op == "XnorConv2d":
+        return xnor_conv_code(node.name, p["w"], a["H"], a["W"], a["stride"], a["pad"], a["dilation"],
+                              a["groups"], pe, _dt(graph, node.outputs[0]).bitwidth())
     if node.op in ("ShiftBranch", "RepeatChannels", "GroupSumChannels"):
         din, dout = _dt(graph, node.inputs[0]), _dt(graph, node.outputs[0])
         return token_code(node.name, node.op, a, channels, pe, din.bitwidth(), din.signed(), dout.bitwidth(),
                           dout.signed())
     raise NotImplementedError(f"{node.name}: no HLS kernel for {node.op} yet")
+
+
+def xnor_conv_code(name: str, w, h: int, w_: int, stride: int, pad: int, dilation: int, groups: int, pe: int,
+                   out_bits: int) -> NodeCode:
+    """``bhvit::xnor_conv``: w (O, C/G, k, k) +-1; input one C-bit (bipolar) word per
+    token, output (rows, O) signed sums over the valid taps."""
+    w = np.asarray(w)
+    o, cg, k, _ = w.shape
+    c = cg * groups
+    check_fold(name, "PE", o, pe)
+    fn = c_name(name)
+    bits = (w.reshape(o, cg, k * k).transpose(0, 2, 1) + 1) // 2          # [o][tap][channel of the group]
+    rows = []
+    for oo in range(o):
+        words = _hex_words(bits[oo])
+        rows.append("{" + ", ".join(f"0x{x}ULL" if cg <= 64 else f'ap_uint<{cg}>("{x}", 16)' for x in words) + "}")
+    wtype = "uint64_t" if cg <= 64 else f"ap_uint<{cg}>"
+    ho = (h + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+    wo = (w_ + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+    code = (f"static const {wtype} {fn}_w[{o}][{k * k}] = {{\n    " + ",\n    ".join(rows) + "};\n"
+            f"void {fn}(hls::stream<ap_uint<{c}> > &in0, hls::stream<ap_uint<{pe * out_bits}> > &out, "
+            f"unsigned rows) {{\n    bhvit::xnor_conv<{h}, {w_}, {c}, {o}, {groups}, {k}, {stride}, {pad}, {dilation}, "
+            f"{pe}, {out_bits}>(in0, out, {fn}_w, rows / {h * w_});\n}}\n")
+    return NodeCode(name, fn, code, [stream(c, c, 1, bipolar=True)], stream(o, pe, out_bits, True),
+                    rows_out_per_in=(ho * wo, h * w_))
 
 
 def token_code(name: str, op: str, a: dict, out_channels: int, pe: int, in_bits: int, in_signed: bool,
@@ -346,7 +375,8 @@ def token_code(name: str, op: str, a: dict, out_channels: int, pe: int, in_bits:
     return NodeCode(name, fn, code, [stream(cin, pe, in_bits, in_signed)], stream(out_channels, pe, out_bits, out_signed))
 
 
-SUPPORTED = ("Thresholding", "MVAU", "Affine", "RPReLU", "ShiftBranch", "RepeatChannels", "GroupSumChannels")
+SUPPORTED = ("Thresholding", "MVAU", "XnorConv2d", "Affine", "RPReLU", "ShiftBranch", "RepeatChannels",
+             "GroupSumChannels")
 
 
 def check_graph_nodes(graph, images_nhwc, ops=SUPPORTED, progress: bool = False) -> dict:

@@ -155,13 +155,13 @@ def test_shipped_affine_and_rprelu_nodes_in_csim_equal_the_golden_streams(shippe
 
 
 def test_every_supported_node_of_the_shipped_model_in_csim_equals_golden(shipped_net, shipped):
-    """Every node of the shipped graph whose kernel exists (csim.SUPPORTED: 158 of 188),
+    """Every node of the shipped graph whose kernel exists (csim.SUPPORTED: 167 of 188),
     compiled into one testbench (one translation unit per node, a few minutes of g++ on 2
     cores), each fed the golden input streams of 8 test images: every output equals golden."""
     g = shipped_net.graph
     images = shipped[2].images[:8].numpy().transpose(0, 2, 3, 1)
     res = csim.check_graph_nodes(g, images)
-    assert len(res) == sum(n.op in csim.SUPPORTED for n in g.nodes) >= 150
+    assert len(res) == sum(n.op in csim.SUPPORTED for n in g.nodes) >= 165
     assert all(res.values()), [k for k, v in res.items() if not v][:5]
 
 
@@ -201,3 +201,20 @@ def test_repeat_and_group_sum_channels_csim_equal_golden(ratio, pe):
         gs = csim.token_code(f"gsum{ratio}_{pe}", "GroupSumChannels", dict(ratio=ratio), c // ratio, pe, 10, True,
                              13, True)
         assert np.array_equal(csim.simulate(gs, x), group_sum_channels(x, ratio))
+
+
+@pytest.mark.parametrize("h,w,c,o,g,k,s,p,d,pe", [
+    (6, 5, 8, 8, 4, 3, 1, 1, 1, 2),      # MSGDC branch, odd map
+    (6, 6, 8, 8, 4, 3, 1, 3, 3, 1),      # dilation 3: most taps of the border pixels are padding
+    (7, 7, 8, 8, 4, 3, 1, 5, 5, 8),      # dilation 5 > half the map, fully parallel outputs
+    (8, 8, 8, 16, 1, 2, 2, 0, 1, 4),     # 2x2 patch merging, stride 2
+])
+def test_xnor_conv_csim_equals_golden(h, w, c, o, g, k, s, p, d, pe):
+    from hw.kernels.binary import binary_conv2d
+    rng = np.random.default_rng(h * w + d)
+    x = rng.choice([-1, 1], (2, h, w, c))
+    wt = rng.choice([-1, 1], (o, c // g, k, k))
+    code = csim.xnor_conv_code(f"xconv_{h}x{w}_k{k}d{d}g{g}s{s}_{pe}", wt, h, w, s, p, d, g, pe, 8)
+    got = csim.simulate(code, x.reshape(-1, c))
+    want = binary_conv2d(x.transpose(0, 3, 1, 2).astype(np.int8), wt.astype(np.int8), s, p, d, g)
+    assert np.array_equal(got, want.transpose(0, 2, 3, 1).reshape(-1, o))

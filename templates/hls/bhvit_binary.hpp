@@ -88,4 +88,51 @@ void mvau_xnor(hls::stream<ap_uint<SIMD> > &in, hls::stream<ap_uint<PE * OB> > &
     }
 }
 
+// Binary convolution with zero-padded taps (MSGDC's dilated grouped 3x3 and the
+// 2x2 patch merging).  Input: one C-bit word per token (1 <-> +1) of an H x W
+// map, buffered for one image; output: per output token, O/PE words of PE
+// signed OB-bit sums.  A tap outside the map contributes 0 (not +-1): the sum
+// over the valid taps is 2 * popcount(xnor) - their bit count.  Weight word
+// w[o][ky * K + kx] holds the C/G input channels of output o's group.
+template <unsigned H, unsigned W, unsigned C, unsigned O, unsigned G, unsigned K, unsigned S, unsigned P,
+          unsigned D, unsigned PE, unsigned OB, typename WT>
+void xnor_conv(hls::stream<ap_uint<C> > &in, hls::stream<ap_uint<PE * OB> > &out, const WT w[O][K * K],
+               unsigned images) {
+    static_assert(C % G == 0 && O % G == 0, "groups must divide the channel counts");
+    static_assert(O % PE == 0, "PE must divide the output channels");
+    constexpr unsigned CG = C / G;
+    constexpr unsigned HO = (H + 2 * P - D * (K - 1) - 1) / S + 1;
+    constexpr unsigned WO = (W + 2 * P - D * (K - 1) - 1) / S + 1;
+    static ap_uint<C> buf[H * W];
+    for (unsigned img = 0; img < images; img++) {
+        for (unsigned i = 0; i < H * W; i++) {
+#pragma HLS PIPELINE II=1
+            buf[i] = in.read();
+        }
+        for (unsigned ho = 0; ho < HO; ho++) {
+            for (unsigned wo = 0; wo < WO; wo++) {
+                for (unsigned of = 0; of < O / PE; of++) {
+#pragma HLS PIPELINE
+                    ap_uint<PE * OB> word = 0;
+                    for (unsigned pe = 0; pe < PE; pe++) {
+                        const unsigned o = of * PE + pe;
+                        const unsigned g = o / (O / G);
+                        ap_int<OB + 2> acc = 0;
+                        for (unsigned t = 0; t < K * K; t++) {
+                            const int hi = int(ho * S + (t / K) * D) - int(P);
+                            const int wi = int(wo * S + (t % K) * D) - int(P);
+                            if (hi < 0 || hi >= int(H) || wi < 0 || wi >= int(W)) continue;   // zero tap
+                            const ap_uint<CG> x = buf[hi * W + wi](g * CG + CG - 1, g * CG);
+                            const ap_uint<CG> agree = ~(x ^ ap_uint<CG>(w[o][t]));
+                            acc += 2 * ap_int<OB + 2>(popcount<CG, OB + 1>(agree)) - int(CG);
+                        }
+                        word(pe * OB + OB - 1, pe * OB) = ap_int<OB>(acc);
+                    }
+                    out.write(word);
+                }
+            }
+        }
+    }
+}
+
 }  // namespace bhvit
