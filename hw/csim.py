@@ -285,9 +285,10 @@ def _dt(graph, tensor):
     return DataType[graph.dtype_of(tensor)]
 
 
-def node_code(graph, node, channels: int) -> NodeCode:
+def node_code(graph, node, channels: int, tokens_in: int = 0) -> NodeCode:
     """The C++ of one node of a :class:`hw.graph.Graph` whose output stream has
-    ``channels`` values per row, with its folding (PE / SIMD; 1 where unset)."""
+    ``channels`` values per row and whose first input ``tokens_in`` rows per
+    image, with its folding (PE / SIMD; 1 where unset)."""
     a, p = node.attrs, node.params
     pe = int(a.get("PE", 1))
     if node.op == "Thresholding":
@@ -306,10 +307,12 @@ def node_code(graph, node, channels: int) -> NodeCode:
     if node.op == "XnorConv2d":
         return xnor_conv_code(node.name, p["w"], a["H"], a["W"], a["stride"], a["pad"], a["dilation"],
                               a["groups"], pe, _dt(graph, node.outputs[0]).bitwidth())
-    if node.op in ("ShiftBranch", "RepeatChannels", "GroupSumChannels"):
+    if node.op in ("ShiftBranch", "RepeatChannels", "GroupSumChannels", "TokenPool", "TokenSum", "Lut"):
         din, dout = _dt(graph, node.inputs[0]), _dt(graph, node.outputs[0])
+        if node.op == "Lut":
+            return lut_code(node.name, p["table"], a["in_bits"], channels, pe, dout.bitwidth())
         return token_code(node.name, node.op, a, channels, pe, din.bitwidth(), din.signed(), dout.bitwidth(),
-                          dout.signed())
+                          dout.signed(), tokens_in)
     raise NotImplementedError(f"{node.name}: no HLS kernel for {node.op} yet")
 
 
@@ -338,12 +341,27 @@ def xnor_conv_code(name: str, w, h: int, w_: int, stride: int, pad: int, dilatio
                     rows_out_per_in=(ho * wo, h * w_))
 
 
+def lut_code(name: str, table, in_bits: int, channels: int, pe: int, out_bits: int) -> NodeCode:
+    """``bhvit::lut``: y = table[x - min] on a signed in_bits-bit stream (GELU)."""
+    table = np.asarray(table, dtype=np.int64).reshape(-1)
+    if table.size != 1 << in_bits:
+        raise ValueError(f"{name}: table of {table.size} entries for a {in_bits}-bit input")
+    check_fold(name, "PE", channels, pe)
+    fn = c_name(name)
+    ct = c_int(_signed_bits(table))
+    code = (f"static const {ct} {fn}_table[{table.size}] = {{{', '.join(str(int(v)) for v in table)}}};\n"
+            f"void {fn}(hls::stream<ap_uint<{pe * in_bits}> > &in0, hls::stream<ap_uint<{pe * out_bits}> > &out, "
+            f"unsigned rows) {{\n    bhvit::lut<{channels}, {pe}, {in_bits}, {out_bits}>(in0, out, {fn}_table, rows);\n}}\n")
+    return NodeCode(name, fn, code, [stream(channels, pe, in_bits, True)], stream(channels, pe, out_bits, True))
+
+
 def token_code(name: str, op: str, a: dict, out_channels: int, pe: int, in_bits: int, in_signed: bool,
-               out_bits: int, out_signed: bool) -> NodeCode:
+               out_bits: int, out_signed: bool, tokens_in: int = 0) -> NodeCode:
     """The data-movement kernels of templates/hls/bhvit_tokens.hpp for one node.
     Map kernels (ShiftBranch) take images = rows / (H * W)."""
     fn = c_name(name)
     sg = "true" if in_signed else "false"
+    ratio = (1, 1)
     if op == "ShiftBranch":
         c = out_channels
         h, w = a["H"], a["W"]
@@ -368,15 +386,34 @@ def token_code(name: str, op: str, a: dict, out_channels: int, pe: int, in_bits:
         check_fold(name, "PE", out_channels, pe)
         call = (f"bhvit::group_sum_channels<{cin}, {pe}, {in_bits}, {sg}, {out_bits}, {a['ratio']}>"
                 f"(in0, out, rows)")
+    elif op == "TokenPool":
+        c, h, w, k = out_channels, a["H"], a["W"], a["k"]
+        check_fold(name, "PE", c, pe)
+        if h % k or w % k:
+            raise FoldingError(f"{name}: pooling {k}x{k} does not divide the {h}x{w} map")
+        if a["mode"] == "max":
+            out_bits = in_bits
+        call = (f"bhvit::token_pool<{h}, {w}, {c}, {pe}, {in_bits}, {sg}, {out_bits}, {k}, "
+                f"{'true' if a['mode'] == 'max' else 'false'}>(in0, out, rows / {h * w})")
+        cin = c
+        ratio = ((h // k) * (w // k), h * w)
+    elif op == "TokenSum":
+        c = cin = out_channels
+        check_fold(name, "PE", c, pe)
+        if tokens_in < 1:
+            raise ValueError(f"{name}: TokenSum needs the number of tokens per image")
+        call = f"bhvit::token_sum<{tokens_in}, {c}, {pe}, {in_bits}, {sg}, {out_bits}>(in0, out, rows / {tokens_in})"
+        ratio = (1, tokens_in)
     else:
         raise NotImplementedError(f"{name}: no token kernel for {op}")
     code = (f"void {fn}(hls::stream<ap_uint<{pe * in_bits}> > &in0, hls::stream<ap_uint<{pe * out_bits}> > &out, "
             f"unsigned rows) {{\n    {call};\n}}\n")
-    return NodeCode(name, fn, code, [stream(cin, pe, in_bits, in_signed)], stream(out_channels, pe, out_bits, out_signed))
+    return NodeCode(name, fn, code, [stream(cin, pe, in_bits, in_signed)], stream(out_channels, pe, out_bits, out_signed),
+                    rows_out_per_in=ratio)
 
 
-SUPPORTED = ("Thresholding", "MVAU", "XnorConv2d", "Affine", "RPReLU", "ShiftBranch", "RepeatChannels",
-             "GroupSumChannels")
+SUPPORTED = ("Thresholding", "MVAU", "XnorConv2d", "Affine", "RPReLU", "Lut", "ShiftBranch", "RepeatChannels",
+             "GroupSumChannels", "TokenPool", "TokenSum")
 
 
 def check_graph_nodes(graph, images_nhwc, ops=SUPPORTED, progress: bool = False) -> dict:
@@ -389,7 +426,7 @@ def check_graph_nodes(graph, images_nhwc, ops=SUPPORTED, progress: bool = False)
     run_golden(graph, images_nhwc, trace)
     trace[graph.input] = np.asarray(images_nhwc, dtype=np.int64)
     nodes = [n for n in graph.nodes if n.op in ops]
-    codes = [node_code(graph, n, trace[n.outputs[0]].shape[-1]) for n in nodes]
+    codes = [node_code(graph, n, trace[n.outputs[0]].shape[-1], trace[n.inputs[0]].shape[1]) for n in nodes]
     exe = build(codes, f"graph{len(codes)}", progress=progress)
     result = {}
     for i, (n, code) in enumerate(tqdm(list(zip(nodes, codes)), desc="csim nodes", disable=not progress)):

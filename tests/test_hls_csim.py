@@ -155,13 +155,13 @@ def test_shipped_affine_and_rprelu_nodes_in_csim_equal_the_golden_streams(shippe
 
 
 def test_every_supported_node_of_the_shipped_model_in_csim_equals_golden(shipped_net, shipped):
-    """Every node of the shipped graph whose kernel exists (csim.SUPPORTED: 167 of 188),
+    """Every node of the shipped graph whose kernel exists (csim.SUPPORTED: 176 of 188),
     compiled into one testbench (one translation unit per node, a few minutes of g++ on 2
     cores), each fed the golden input streams of 8 test images: every output equals golden."""
     g = shipped_net.graph
     images = shipped[2].images[:8].numpy().transpose(0, 2, 3, 1)
     res = csim.check_graph_nodes(g, images)
-    assert len(res) == sum(n.op in csim.SUPPORTED for n in g.nodes) >= 165
+    assert len(res) == sum(n.op in csim.SUPPORTED for n in g.nodes) >= 175
     assert all(res.values()), [k for k, v in res.items() if not v][:5]
 
 
@@ -218,3 +218,28 @@ def test_xnor_conv_csim_equals_golden(h, w, c, o, g, k, s, p, d, pe):
     got = csim.simulate(code, x.reshape(-1, c))
     want = binary_conv2d(x.transpose(0, 3, 1, 2).astype(np.int8), wt.astype(np.int8), s, p, d, g)
     assert np.array_equal(got, want.transpose(0, 2, 3, 1).reshape(-1, o))
+
+
+@pytest.mark.parametrize("mode,k,pe", [("max", 2, 2), ("sum", 2, 8), ("max", 3, 1)])
+def test_token_pool_csim_equals_golden(mode, k, pe):
+    from hw.kernels.tokens import max_pool, sum_pool
+    h, w, c = 6, 3 * k if k == 3 else 4, 8
+    x = np.random.default_rng(k + pe).integers(-512, 512, (2, h, w, c))
+    x[0, :k, :k, 0] = -512                                # a block of minima: max must not start at 0
+    code = csim.token_code(f"pool_{mode}{k}_{pe}", "TokenPool", dict(H=h, W=w, k=k, mode=mode), c, pe, 10, True,
+                           14, True)
+    got = csim.simulate(code, x.reshape(-1, c))
+    want = (max_pool if mode == "max" else sum_pool)(x.transpose(0, 3, 1, 2), k)
+    assert np.array_equal(got, want.transpose(0, 2, 3, 1).reshape(-1, c))
+
+
+def test_token_sum_and_lut_csim_equal_golden():
+    from hw.kernels.fixed import lut
+    rng = np.random.default_rng(7)
+    x = rng.integers(-512, 512, (3, 10, 8))
+    ts = csim.token_code("tsum", "TokenSum", {}, 8, 4, 10, True, 16, True, tokens_in=10)
+    assert np.array_equal(csim.simulate(ts, x.reshape(-1, 8)), x.sum(1))
+    table = rng.integers(-3000, 3000, 1024)
+    flat = x.reshape(-1, 8)
+    flat[0, :2] = (-512, 511)                            # both ends of the table
+    assert np.array_equal(csim.simulate(csim.lut_code("gelu", table, 10, 8, 2, 13), flat), lut(flat, table, 10))

@@ -122,4 +122,83 @@ void group_sum_channels(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<
     }
 }
 
+// K x K pooling with stride K (no padding): the maximum (MAX) or the sum (the
+// average's numerator) of each block, per channel; one image buffered.
+template <unsigned H, unsigned W, unsigned C, unsigned PE, unsigned IB, bool SIGNED, unsigned OB, unsigned K, bool MAX>
+void token_pool(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB> > &out, unsigned images) {
+    static_assert(C % PE == 0 && H % K == 0 && W % K == 0, "PE must divide C, K must divide the map");
+    constexpr unsigned CF = C / PE;
+    static ap_uint<PE * IB> buf[H * W * CF];
+    for (unsigned img = 0; img < images; img++) {
+        for (unsigned i = 0; i < H * W * CF; i++) {
+#pragma HLS PIPELINE II=1
+            buf[i] = in.read();
+        }
+        for (unsigned bh = 0; bh < H / K; bh++) {
+            for (unsigned bw = 0; bw < W / K; bw++) {
+                for (unsigned cf = 0; cf < CF; cf++) {
+#pragma HLS PIPELINE
+                    ap_uint<PE * OB> o = 0;
+                    for (unsigned pe = 0; pe < PE; pe++) {
+                        ap_int<OB + 1> acc = 0;
+                        for (unsigned t = 0; t < K * K; t++) {
+                            const ap_int<IB + 1> v = field<IB, SIGNED>(buf[((bh * K + t / K) * W + bw * K + t % K) * CF + cf], pe);
+                            if (MAX) {
+                                acc = (t == 0 || v > acc) ? ap_int<OB + 1>(v) : acc;
+                            } else {
+                                acc += v;
+                            }
+                        }
+                        o(pe * OB + OB - 1, pe * OB) = ap_int<OB>(acc);
+                    }
+                    out.write(o);
+                }
+            }
+        }
+    }
+}
+
+// Sum over the N tokens of each image, per channel: one output row per N input rows.
+template <unsigned N, unsigned C, unsigned PE, unsigned IB, bool SIGNED, unsigned OB>
+void token_sum(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB> > &out, unsigned images) {
+    static_assert(C % PE == 0, "PE must divide the channel count");
+    constexpr unsigned CF = C / PE;
+    ap_int<OB> acc[CF][PE];
+    for (unsigned img = 0; img < images; img++) {
+        for (unsigned n = 0; n < N; n++) {
+            for (unsigned cf = 0; cf < CF; cf++) {
+#pragma HLS PIPELINE II=1
+                const ap_uint<PE * IB> word = in.read();
+                for (unsigned pe = 0; pe < PE; pe++) {
+                    const ap_int<OB> v = field<IB, SIGNED>(word, pe);
+                    acc[cf][pe] = (n == 0) ? v : ap_int<OB>(acc[cf][pe] + v);
+                }
+            }
+        }
+        for (unsigned cf = 0; cf < CF; cf++) {
+#pragma HLS PIPELINE II=1
+            ap_uint<PE * OB> o = 0;
+            for (unsigned pe = 0; pe < PE; pe++) o(pe * OB + OB - 1, pe * OB) = acc[cf][pe];
+            out.write(o);
+        }
+    }
+}
+
+// y = table[x - min(x)]: a ROM addressed by the signed IB-bit input, PE lookups per word.
+template <unsigned C, unsigned PE, unsigned IB, unsigned OB, typename T>
+void lut(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB> > &out, const T table[1u << IB],
+         unsigned rows) {
+    static_assert(C % PE == 0, "PE must divide the channel count");
+    for (unsigned r = 0; r < rows * (C / PE); r++) {
+#pragma HLS PIPELINE II=1
+        const ap_uint<PE * IB> word = in.read();
+        ap_uint<PE * OB> o = 0;
+        for (unsigned pe = 0; pe < PE; pe++) {
+            const ap_uint<IB> addr = word(pe * IB + IB - 1, pe * IB) ^ (ap_uint<IB>(1) << (IB - 1));  // x - min
+            o(pe * OB + OB - 1, pe * OB) = ap_int<OB>(table[addr]);
+        }
+        out.write(o);
+    }
+}
+
 }  // namespace bhvit
