@@ -63,11 +63,11 @@ class LoweringError(RuntimeError):
 
 @dataclass
 class Region:
-    """A sign + binary MatMul of the export and, after :func:`lower_region`, its FINN nodes."""
-    kind: str                      # "mvau"
-    nodes: list                    # the exported nodes it replaces
+    """A binary layer of the export with its sign and, after :func:`lower_region`, its FINN nodes."""
+    kind: str                      # "mvau" (sign + MatMul) or "conv" (sign + dense Conv)
+    nodes: list                    # the exported nodes it covers
     input: str                     # the stream before the sign
-    output: str                    # the popcount stream after it
+    output: str                    # the popcount (mvau) or +-1 sum (conv) stream after it
     lowered: list = field(default_factory=list)   # FINN nodes after the passes
     params: dict = field(default_factory=dict)    # initializer name -> (array, qonnx DataType)
     inner: dict = field(default_factory=dict)     # inner tensor name -> (shape, qonnx DataType)
@@ -272,8 +272,8 @@ def lower(model, progress: bool = False):
 # ---------------------------------------------------------------------- checks
 def match_dataflow(regions: list[Region], dataflow) -> dict:
     """Pair every FINN node made here with the dataflow graph's node that has
-    the same parameters; rename it after that node.  Every region must find
-    exactly one partner and no partner may be used twice."""
+    the same parameters: {FINN node name: dataflow node name}.  Every region
+    must find exactly one partner and no partner may be used twice."""
     thr, mvau = {}, {}
     for n in dataflow.graph.node:
         if n.op_type == "Thresholding":
