@@ -285,24 +285,19 @@ def match_dataflow(regions: list[Region], dataflow) -> dict:
         nodes = {n.op_type: n for n in reg.lowered}
         t = reg.params[nodes["Thresholding"].input[1]][0]
         cands = [k for k, v in thr.items() if v.shape == t.shape and np.array_equal(v, t)]
-        if reg.kind == "mvau":
-            w = reg.params[nodes["MVAU"].input[1]][0]
-            wm = [k for k, v in mvau.items() if v.shape == w.shape and np.array_equal((v + 1) // 2, w)]
-            if len(wm) != 1:
-                raise LoweringError(f"{nodes['MVAU'].name}: {len(wm)} MVAU nodes of the dataflow graph have "
-                                    "its weights (expected exactly one)")
-            partner = dataflow.get_node_from_name(wm[0])
-            feeding = [dataflow.find_producer(partner.input[0]).name]
-            pairs[nodes["MVAU"].name] = wm[0]
-            cands = [c for c in cands if c in feeding]
-        cands = [c for c in cands if c not in used]
+        w = reg.params[nodes["MVAU"].input[1]][0]
+        wm = [k for k, v in mvau.items() if v.shape == w.shape and np.array_equal((v + 1) // 2, w)]
+        if len(wm) != 1:
+            raise LoweringError(f"{nodes['MVAU'].name}: {len(wm)} MVAU nodes of the dataflow graph have "
+                                "its weights (expected exactly one)")
+        feeding = dataflow.find_producer(dataflow.get_node_from_name(wm[0]).input[0]).name
+        cands = [c for c in cands if c == feeding and c not in used]
         if not cands:
-            raise LoweringError(f"{nodes['Thresholding'].name}: no Thresholding of the dataflow graph has "
-                                "its thresholds")
-        pairs[nodes["Thresholding"].name] = cands[0]
-        used.add(cands[0])
-        if reg.kind == "mvau":
-            used.add(pairs[nodes["MVAU"].name])
+            raise LoweringError(f"{nodes['Thresholding'].name}: the Thresholding feeding {wm[0]} in the dataflow "
+                                "graph does not have its thresholds")
+        pairs[nodes["MVAU"].name] = wm[0]
+        pairs[nodes["Thresholding"].name] = feeding
+        used.update((wm[0], feeding))
     return pairs
 
 
@@ -411,9 +406,8 @@ def check_conv_regions(model, dataflow, seed: int = 0) -> dict:
         # the dataflow graph's XnorConv2d with these weights
         mv = next(n for n in r.graph.node if n.op_type == "MVAU")
         wf = np.asarray(r.get_initializer(mv.input[1]))
-        match = [k for k, n in convs.items()
-                 if _conv_as_mvau(np.asarray(dataflow.get_initializer(n.input[1]))).shape == wf.shape
-                 and np.array_equal(_conv_as_mvau(np.asarray(dataflow.get_initializer(n.input[1]))), wf)]
+        as_mvau = {k: _conv_as_mvau(np.asarray(dataflow.get_initializer(n.input[1]))) for k, n in convs.items()}
+        match = [k for k, v in as_mvau.items() if v.shape == wf.shape and np.array_equal(v, wf)]
         if len(match) != 1:
             raise LoweringError(f"{name}: {len(match)} XnorConv2d nodes of the dataflow graph have its weights "
                                 "(expected exactly one)")

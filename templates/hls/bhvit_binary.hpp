@@ -9,6 +9,8 @@
 #include <ap_int.h>
 #include <hls_stream.h>
 
+#include "bhvit_fixed.hpp"
+
 namespace bhvit {
 
 // Number of ones in a SIMD-bit word: unrolled into an adder tree by HLS.
@@ -105,10 +107,7 @@ void xnor_conv(hls::stream<ap_uint<C> > &in, hls::stream<ap_uint<PE * OB> > &out
     constexpr unsigned WO = (W + 2 * P - D * (K - 1) - 1) / S + 1;
     static ap_uint<C> buf[H * W];
     for (unsigned img = 0; img < images; img++) {
-        for (unsigned i = 0; i < H * W; i++) {
-#pragma HLS PIPELINE II=1
-            buf[i] = in.read();
-        }
+        read_words<H * W>(in, buf);
         for (unsigned ho = 0; ho < HO; ho++) {
             for (unsigned wo = 0; wo < WO; wo++) {
                 for (unsigned of = 0; of < O / PE; of++) {

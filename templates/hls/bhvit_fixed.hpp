@@ -2,6 +2,7 @@
 // (rshift_round: round half up; saturate) and hw/kernels/fixed.py.
 #pragma once
 #include <ap_int.h>
+#include <hls_stream.h>
 
 namespace bhvit {
 
@@ -30,6 +31,16 @@ ap_int<B + 1> field(const ap_uint<W> &word, unsigned e) {
     const ap_uint<B> raw = word(e * B + B - 1, e * B);
     if (SIGNED) return ap_int<B + 1>(ap_int<B>(raw));
     return ap_int<B + 1>(raw);
+}
+
+// Read N words of a stream into buf: the map buffer of the kernels that need a
+// whole image (circular shifts, pooling, convolutions with wrap or padding).
+template <unsigned N, typename T>
+void read_words(hls::stream<T> &in, T buf[N]) {
+    for (unsigned i = 0; i < N; i++) {
+#pragma HLS PIPELINE II=1
+        buf[i] = in.read();
+    }
 }
 
 }  // namespace bhvit

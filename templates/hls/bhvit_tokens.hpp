@@ -21,10 +21,7 @@ void shift_box(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB> 
     constexpr unsigned L = ALONG_H ? H : W;
     static ap_uint<PE * IB> buf[H * W * CF];
     for (unsigned img = 0; img < images; img++) {
-        for (unsigned i = 0; i < H * W * CF; i++) {
-#pragma HLS PIPELINE II=1
-            buf[i] = in.read();
-        }
+        read_words<H * W * CF>(in, buf);
         for (unsigned h = 0; h < H; h++) {
             for (unsigned w = 0; w < W; w++) {
                 for (unsigned cf = 0; cf < CF; cf++) {
@@ -55,10 +52,7 @@ void shift_mix(hls::stream<ap_uint<PE * B> > &in, hls::stream<ap_uint<PE * B> > 
     constexpr unsigned CF = C / PE, QF = (C / 4) / PE;
     static ap_uint<PE * B> buf[H * W * CF];
     for (unsigned img = 0; img < images; img++) {
-        for (unsigned i = 0; i < H * W * CF; i++) {
-#pragma HLS PIPELINE II=1
-            buf[i] = in.read();
-        }
+        read_words<H * W * CF>(in, buf);
         for (unsigned h = 0; h < H; h++) {
             for (unsigned w = 0; w < W; w++) {
                 for (unsigned cf = 0; cf < CF; cf++) {
@@ -130,10 +124,7 @@ void token_pool(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB>
     constexpr unsigned CF = C / PE;
     static ap_uint<PE * IB> buf[H * W * CF];
     for (unsigned img = 0; img < images; img++) {
-        for (unsigned i = 0; i < H * W * CF; i++) {
-#pragma HLS PIPELINE II=1
-            buf[i] = in.read();
-        }
+        read_words<H * W * CF>(in, buf);
         for (unsigned bh = 0; bh < H / K; bh++) {
             for (unsigned bw = 0; bw < W / K; bw++) {
                 for (unsigned cf = 0; cf < CF; cf++) {
@@ -198,6 +189,109 @@ void lut(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB> > &out
             o(pe * OB + OB - 1, pe * OB) = ap_int<OB>(table[addr]);
         }
         out.write(o);
+    }
+}
+
+// ---- MSMHA window reshuffles.  Per image, the attention streams hold NWIN =
+// (H/WIN)(W/WIN) windows in row-major order, each WIN*WIN local tokens (row-major
+// inside the window) followed by the P pooled tokens of the image.
+
+// Window partition plus the pooled tokens appended to every window.  in: the
+// H x W map (raster order), pooled: its P pooled tokens.  The pooled tokens are
+// computed from the whole map, so the map is read completely before them (a
+// producer that forks the map to the pooling would deadlock otherwise); both are
+// buffered, then every window is emitted.
+template <unsigned H, unsigned W, unsigned WIN, unsigned P, unsigned C, unsigned PE, unsigned B>
+void attention_tokens(hls::stream<ap_uint<PE * B> > &in, hls::stream<ap_uint<PE * B> > &pooled,
+                      hls::stream<ap_uint<PE * B> > &out, unsigned images) {
+    static_assert(C % PE == 0 && H % WIN == 0 && W % WIN == 0, "PE must divide C, WIN the map");
+    constexpr unsigned CF = C / PE, L = WIN * WIN;
+    static ap_uint<PE * B> buf[H * W * CF];
+    static ap_uint<PE * B> pbuf[P > 0 ? P * CF : 1];
+    for (unsigned img = 0; img < images; img++) {
+        read_words<H * W * CF>(in, buf);
+        read_words<P * CF>(pooled, pbuf);
+        for (unsigned wy = 0; wy < H / WIN; wy++) {
+            for (unsigned wx = 0; wx < W / WIN; wx++) {
+                for (unsigned t = 0; t < L + P; t++) {
+                    for (unsigned cf = 0; cf < CF; cf++) {
+#pragma HLS PIPELINE II=1
+                        const unsigned y = wy * WIN + t / WIN, x = wx * WIN + t % WIN;
+                        out.write(t < L ? buf[(y * W + x) * CF + cf] : pbuf[(t - L) * CF + cf]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Window reverse: the local tokens of every window back to raster order, the
+// pooled tokens dropped.  A row of windows covers WIN map rows, so a band of
+// WIN rows is buffered and emitted once its windows are in.
+template <unsigned H, unsigned W, unsigned WIN, unsigned P, unsigned C, unsigned PE, unsigned B>
+void window_reverse(hls::stream<ap_uint<PE * B> > &in, hls::stream<ap_uint<PE * B> > &out, unsigned images) {
+    static_assert(C % PE == 0 && H % WIN == 0 && W % WIN == 0, "PE must divide C, WIN the map");
+    constexpr unsigned CF = C / PE, L = WIN * WIN;
+    static ap_uint<PE * B> band[WIN * W * CF];
+    for (unsigned img = 0; img < images; img++) {
+        for (unsigned wy = 0; wy < H / WIN; wy++) {
+            for (unsigned wx = 0; wx < W / WIN; wx++) {
+                for (unsigned t = 0; t < L + P; t++) {
+                    for (unsigned cf = 0; cf < CF; cf++) {
+#pragma HLS PIPELINE II=1
+                        const ap_uint<PE * B> word = in.read();
+                        if (t < L) band[((t / WIN) * W + wx * WIN + t % WIN) * CF + cf] = word;
+                    }
+                }
+            }
+            for (unsigned i = 0; i < WIN * W * CF; i++) {
+#pragma HLS PIPELINE II=1
+                out.write(band[i]);
+            }
+        }
+    }
+}
+
+// Pooled tokens summed over the windows of an image (each window carries the
+// same P = SIDE x SIDE tokens through its own attention), then upsampled to the
+// H x W map by nearest repeat (factor H / SIDE): map token (y, x) gets sum
+// token (y / F, x / F).  The local tokens are dropped.
+template <unsigned H, unsigned W, unsigned WIN, unsigned SIDE, unsigned C, unsigned PE, unsigned IB, bool SIGNED,
+          unsigned OB>
+void pooled_upsample(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB> > &out, unsigned images) {
+    static_assert(C % PE == 0 && H % WIN == 0 && W % WIN == 0, "PE must divide C, WIN the map");
+    static_assert(H % SIDE == 0 && W % SIDE == 0 && H / SIDE == W / SIDE, "one upsampling factor for both axes");
+    constexpr unsigned CF = C / PE, L = WIN * WIN, P = SIDE * SIDE, F = H / SIDE;
+    constexpr unsigned NWIN = (H / WIN) * (W / WIN);
+    static ap_uint<PE * OB> acc[P * CF];
+    for (unsigned img = 0; img < images; img++) {
+        for (unsigned win = 0; win < NWIN; win++) {
+            for (unsigned t = 0; t < L + P; t++) {
+                for (unsigned cf = 0; cf < CF; cf++) {
+#pragma HLS PIPELINE II=1
+                    const ap_uint<PE * IB> word = in.read();
+                    if (t >= L) {
+                        const unsigned a = (t - L) * CF + cf;
+                        const ap_uint<PE * OB> old = acc[a];
+                        ap_uint<PE * OB> sum = 0;
+                        for (unsigned pe = 0; pe < PE; pe++) {
+                            // the first window starts the sums
+                            const ap_int<OB> prev = win == 0 ? ap_int<OB>(0) : ap_int<OB>(old(pe * OB + OB - 1, pe * OB));
+                            sum(pe * OB + OB - 1, pe * OB) = ap_int<OB>(prev + field<IB, SIGNED>(word, pe));
+                        }
+                        acc[a] = sum;
+                    }
+                }
+            }
+        }
+        for (unsigned y = 0; y < H; y++) {
+            for (unsigned x = 0; x < W; x++) {
+                for (unsigned cf = 0; cf < CF; cf++) {
+#pragma HLS PIPELINE II=1
+                    out.write(acc[((y / F) * SIDE + x / F) * CF + cf]);
+                }
+            }
+        }
     }
 }
 
