@@ -1,0 +1,6 @@
+// The BHViT HLS kernel library: every kernel header, for the generated node sources.
+#pragma once
+#include "bhvit_binary.hpp"
+#include "bhvit_fixed.hpp"
+#include "bhvit_stream.hpp"
+#include "bhvit_tokens.hpp"

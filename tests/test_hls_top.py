@@ -1,0 +1,78 @@
+"""The generated HLS dataflow top (hw/hls_top.py) in C simulation.
+
+A small graph with every piece of plumbing the top generates (a pixel stream
+from AXI-Stream beats, a tensor with two readers, producers and consumers of
+different PE, multi-input nodes, a map-buffering branch, logits to AXI-Stream)
+is compiled with its testbench and must give the golden model's outputs.
+"""
+import numpy as np
+import pytest
+
+from hw import csim, hls_top
+from hw.graph import Graph, Node, run
+
+
+def _affine(name, inputs, c, bits, rng, pc_k=None, pe=1):
+    n = len(inputs)
+    params = {f"m{i}": rng.integers(-300, 300, c) for i in range(n)}
+    params["bias"] = rng.integers(-2000, 2000, c)
+    return Node("Affine", name, list(inputs), [name], dict(lshifts=[0] * n, shift=6, bits=bits,
+                                                           pc_k=list(pc_k or [0] * n), PE=pe), params, f"INT{bits}")
+
+
+def small_graph(seed=0, pe=(2, 4, 2, 2, 1, 4, 2, 8, 8)):
+    """4x4 tokens of 4 channels -> affine -> sign -> XNOR MVAU (8 outputs) -> affine with a channel-repeat
+    shortcut -> box sum along H -> affine join -> token sum."""
+    rng = np.random.default_rng(seed)
+    c, mh = 4, 8
+    nodes = [
+        _affine("a", ["image"], c, 10, rng, pe=pe[0]),
+        Node("Thresholding", "t", ["a"], ["t"], dict(PE=pe[1]),
+             dict(thresholds=rng.integers(-100, 100, (c, 1))), "BIPOLAR"),
+        Node("MVAU", "m", ["t"], ["m"], dict(MW=c, MH=mh, SIMD=pe[2], PE=pe[3]),
+             dict(weights=rng.choice([-1, 1], (c, mh))), "UINT3"),
+        Node("RepeatChannels", "rep", ["a"], ["rep"], dict(ratio=2, PE=pe[4]), {}, "INT10"),
+        _affine("u", ["m", "rep"], mh, 10, rng, pc_k=[c, 0], pe=pe[5]),
+        Node("ShiftBranch", "sb", ["u"], ["sb"], dict(kind="box", axis="h", reach=1, H=4, W=4, PE=pe[6]), {},
+             "INT12"),
+        _affine("o", ["u", "sb"], mh, 10, rng, pe=pe[7]),
+        Node("TokenSum", "ts", ["o"], ["ts"], dict(PE=pe[8]), {}, "INT15"),
+    ]
+    return Graph(nodes, "image", "ts", classes=mh)
+
+
+def test_top_plumbing(tmp_path):
+    d = hls_top.design(small_graph(), (16, 4), "small")
+    kinds = " ".join(p.call for p in d.processes)
+    assert "fan_out<2>" in kinds and "refold<" in kinds and "axis_to_stream" in kinds and "stream_to_axis" in kinds
+    # a reader of a multi-input node holds one image of its stream; other channels 2
+    by_label = {c.label: c for c in d.channels}
+    assert by_label["a.fan"].copies == 2
+    for label in ("m.to.u", "rep.to.u", "u.fan"):        # the inputs of the joins u and o
+        assert by_label[label].depth >= by_label[label].words_per_image, label
+    assert by_label["t"].depth == hls_top.DEFAULT_DEPTH
+
+
+@pytest.mark.parametrize("pe", [(1,) * 9, (2, 4, 2, 2, 1, 4, 2, 8, 8), (4, 4, 4, 8, 4, 8, 8, 8, 8)])
+def test_top_csim_equals_golden(tmp_path, pe):
+    g = small_graph(pe=pe)
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (5, 16, 4))   # already in token order: the stem is not part of it
+    images[0] = 255
+    want = run(g, images)
+    d = hls_top.design(g, (16, 4), "small")
+    files = hls_top.write_sources(d, tmp_path)
+    exe = hls_top.build(files, progress=False)
+    res = hls_top.run_testbench(exe, images, want, tmp_path / "run")
+    assert res["mismatched_images"] == 0 and res["returncode"] == 0
+    assert np.array_equal(res["logits"], want)
+    # the testbench itself reports a wrong expectation (so Vitis csim / cosim fail on a mismatch)
+    wrong = want.copy()
+    wrong[3, 1] += 1
+    res = hls_top.run_testbench(exe, images, wrong, tmp_path / "run2")
+    assert res["returncode"] == 1 and res["mismatched_images"] == 1
+
+
+def test_folding_that_does_not_divide_names_the_node():
+    with pytest.raises(csim.FoldingError, match=r"u: PE=3 does not divide 8; legal values: \[1, 2, 4, 8\]"):
+        hls_top.design(small_graph(pe=(2, 4, 2, 2, 1, 3, 2, 8, 8)), (16, 4), "small")
