@@ -45,11 +45,11 @@ def fold_dims(node, shapes) -> dict:
     out = shapes[node.outputs[0]]
     if node.op == "MVAU":
         return {"PE": a["MH"], "SIMD": a["MW"]}
-    if node.op in ("XnorConv2d", "IntConv2d"):
+    if node.op in ("XnorConv2d", "IntConv2d", "IntLinear"):
         w = node.params["w"]
         return {"PE": w.shape[0], "SIMD": _prod(w.shape[1:])}
     if node.op == "QDAttention":
-        return {"PE": shapes[node.inputs[1]][-2]}          # keys processed in parallel
+        return {"PE": shapes[node.inputs[1]][-2]}          # keys of a window compared per cycle
     return {"PE": out[-1]}                                 # channels of the output stream
 
 
@@ -80,16 +80,18 @@ def node_cost(node, shapes) -> dict:
     mem = 0
     luts = CONTROL_LUTS
     dsps = 0
-    if node.op in ("MVAU", "XnorConv2d", "IntConv2d"):
+    if node.op in ("MVAU", "XnorConv2d", "IntConv2d", "IntLinear"):
         dims = fold_dims(node, shapes)
         vectors = _prod(out[:-1])                                 # output tokens of one image
         cycles = vectors * (dims["SIMD"] // simd) * (dims["PE"] // pe)
         wbits = WEIGHT_BITS[node.op]
         mem = dims["SIMD"] * dims["PE"] * wbits
         acc = out_bits
-        if node.op == "IntConv2d":
-            dsps = pe * simd                                    # 8-bit x 8-bit products
+        if node.op in ("IntConv2d", "IntLinear"):
+            dsps = pe * simd                                    # 8-bit weight products
             luts += pe * acc * 2
+            if node.op == "IntConv2d":                          # templates/hls int_conv buffers the image
+                mem += a["H"] * a["W"] * ins[0][-1] * 8
         else:
             luts += pe * (simd + 2 * acc)                       # XNOR + popcount compressor + accumulator
         if node.op == "XnorConv2d":                             # sliding-window line buffer
@@ -99,12 +101,12 @@ def node_cost(node, shapes) -> dict:
         windows, n, c = ins[0]
         m = ins[1][-2]
         cycles = windows * a["heads"] * n * 2 * math.ceil(m / pe)   # scores, then level x V, per query row
-        mem = node.params["table"].size * 17 + 2 * m * c          # exp table + K and V of one window
+        mem = node.params["table"].size * 17 + (n + 2 * m) * c    # exp table + Q, K and V of one window
         luts += pe * (c // a["heads"] + 24) * 2
     elif node.op == "IntLayerNorm":
         tokens, c = out[-2], out[-1]
         cycles = _prod(out[:-2]) * 2 * tokens * math.ceil(c / pe)   # statistics pass, normalise pass
-        mem = c * (16 + out_bits) + tokens * c * out_bits            # parameters + one window of tokens
+        mem = c * (16 + out_bits) + c * out_bits                     # parameters + the buffered token
         dsps = 2 * pe
         luts += pe * 64 + 400                                       # isqrt + divider per token
     elif node.op == "Affine":
@@ -124,12 +126,8 @@ def node_cost(node, shapes) -> dict:
         cycles = math.ceil(max(in_elems, out_elems) / pe)
         mem = in_elems * dtype_bits(node.dtype)
         luts += pe * out_bits * 2
-    else:   # RepeatChannels, GroupSumChannels, TokenPool, TokenSum, IntLinear
+    else:   # RepeatChannels, GroupSumChannels, TokenPool, TokenSum
         cycles = math.ceil(max(in_elems, out_elems) / pe)
-        if node.op == "IntLinear":
-            cycles = math.ceil(node.params["w"].size / pe)
-            mem = node.params["w"].size * 8
-            dsps = pe
         luts += pe * out_bits
     bram = math.ceil(mem / BRAM36_BITS) if mem > LUTRAM_MAX_BITS else 0
     lutram = 0 if bram else math.ceil(mem / 64)

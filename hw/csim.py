@@ -17,6 +17,7 @@ into ``.venv/ap_types``.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import subprocess
 import tempfile
@@ -84,6 +85,9 @@ class NodeCode:
     inputs: list         # stream() dicts
     out: dict
     rows_out_per_in: tuple = (1, 1)   # output rows per input rows (a strided conv has fewer tokens)
+    # rows per image of every input, where they differ (AttentionTokens: the map and its
+    # pooled tokens); empty: every input has input 0's rows.  ``rows`` is input 0's.
+    rows_in: tuple = ()
 
 
 def _hex_words(bits: np.ndarray) -> list[str]:
@@ -313,6 +317,34 @@ def node_code(graph, node, channels: int, tokens_in: int = 0) -> NodeCode:
             return lut_code(node.name, p["table"], a["in_bits"], channels, pe, dout.bitwidth())
         return token_code(node.name, node.op, a, channels, pe, din.bitwidth(), din.signed(), dout.bitwidth(),
                           dout.signed(), tokens_in)
+    if node.op in ("IntConv2d", "IntLinear", "IntLayerNorm", "QDAttention", "AttentionTokens", "WindowReverse",
+                   "PooledUpsample"):
+        din, dout = _dt(graph, node.inputs[0]), _dt(graph, node.outputs[0])
+        simd = int(a.get("SIMD", 1))
+        if node.op == "IntConv2d":
+            if din.bitwidth() != 8 or din.signed():
+                raise ValueError(f"{node.name}: the stem kernel takes 8-bit unsigned pixels, not {din.name}")
+            return int_conv_code(node.name, p["w"], a["H"], a["W"], a["stride"], simd, pe, dout.bitwidth())
+        if node.op == "IntLinear":
+            return int_linear_code(node.name, p["w"], p["bias"], din.bitwidth(), din.signed(), simd, pe,
+                                   dout.bitwidth())
+        if node.op == "IntLayerNorm":
+            return layernorm_code(node.name, p["gmul"], p["bias"], a["eps"], a["r_bits"], a["shift"], din.bitwidth(),
+                                  din.signed(), a["bits"], pe)
+        if node.op == "QDAttention":
+            return qd_attention_code(node.name, p["table"], a["heads"], a["levels"], channels, tokens_in, pe,
+                                     dout.bitwidth())
+        if node.op == "AttentionTokens":
+            d1 = _dt(graph, node.inputs[1])
+            if (d1.bitwidth(), d1.signed()) != (din.bitwidth(), din.signed()):
+                raise ValueError(f"{node.name}: the map ({din.name}) and the pooled tokens ({d1.name}) differ")
+            pooled = _pooled_tokens(graph, node.inputs[1])
+        else:
+            pooled = tokens_in - a["win"] * a["win"]
+            if pooled < 0:
+                raise ValueError(f"{node.name}: needs the tokens per window (win^2 + pooled), got {tokens_in}")
+        return window_code(node.name, node.op, a["H"], a["W"], a["win"], pooled, channels, pe, din.bitwidth(),
+                           din.signed(), dout.bitwidth())
     raise NotImplementedError(f"{node.name}: no HLS kernel for {node.op} yet")
 
 
@@ -412,8 +444,170 @@ def token_code(name: str, op: str, a: dict, out_channels: int, pe: int, in_bits:
                     rows_out_per_in=ratio)
 
 
+def _fold_table(w, pe: int, simd: int) -> str:
+    """(N, T) -> C++ initialiser of a [PE][N/PE * T/SIMD][SIMD] array (FINN's MVAU layout):
+    entry [p][nf * SF + sf][s] is term sf * SIMD + s of output nf * PE + p."""
+    w = np.asarray(w, dtype=np.int64)
+    n, t = w.shape
+    nf, sf = n // pe, t // simd
+    return "{" + ", ".join(
+        "{" + ", ".join("{" + ", ".join(str(int(v)) for v in w[f * pe + p, s * simd:(s + 1) * simd]) + "}"
+                        for f in range(nf) for s in range(sf)) + "}" for p in range(pe)) + "}"
+
+
+def int_conv_code(name: str, w, h: int, w_: int, stride: int, simd: int, pe: int, out_bits: int) -> NodeCode:
+    """``bhvit::int_conv`` (the stem): w (O, Cin, k, k) integers (8-bit) on the uint8
+    image, one Cin x 8-bit word per pixel, no padding; output (tokens, O) exact sums."""
+    w = np.asarray(w, dtype=np.int64)
+    o, cin, k, k2 = w.shape
+    if k != k2 or h < k or w_ < k:
+        raise ValueError(f"{name}: a {k}x{k2} kernel on a {h}x{w_} image")
+    t = cin * k * k
+    check_fold(name, "PE", o, pe)
+    check_fold(name, "SIMD", t, simd)
+    bound = int(np.abs(w).reshape(o, -1).sum(1).max(initial=0)) * 255
+    if out_bits < bound.bit_length() + 1:
+        raise ValueError(f"{name}: {out_bits} output bits cannot hold the sums (up to {bound})")
+    fn = c_name(name)
+    ho, wo = (h - k) // stride + 1, (w_ - k) // stride + 1
+    code = (f"static const {c_int(_signed_bits(w))} {fn}_w[{pe}][{(o // pe) * (t // simd)}][{simd}] = "
+            f"{_fold_table(w.reshape(o, t), pe, simd)};\n"
+            f"void {fn}(hls::stream<ap_uint<{cin * 8}> > &in0, hls::stream<ap_uint<{pe * out_bits}> > &out, "
+            f"unsigned rows) {{\n    bhvit::int_conv<{h}, {w_}, {cin}, {o}, {k}, {stride}, {simd}, {pe}, "
+            f"{bound.bit_length() + 2}, {out_bits}>(in0, out, {fn}_w, rows / {h * w_});\n}}\n")
+    return NodeCode(name, fn, code, [stream(cin, cin, 8)], stream(o, pe, out_bits, True),
+                    rows_out_per_in=(ho * wo, h * w_))
+
+
+def int_linear_code(name: str, w, bias, in_bits: int, in_signed: bool, simd: int, pe: int,
+                    out_bits: int) -> NodeCode:
+    """``bhvit::int_linear`` (the classifier): (rows, K) x w (N, K) integers + bias (N,),
+    SIMD inputs and PE outputs per word; exact sums.  The accumulator is sized from the
+    input type; ``out_bits`` (the graph's output type) may be narrower, since the graph
+    bounds the input by its producer's range (a token sum), not by its type."""
+    w = np.asarray(w, dtype=np.int64)
+    bias = np.broadcast_to(np.asarray(bias, dtype=np.int64).reshape(-1), (w.shape[0],))
+    n, kk = w.shape
+    check_fold(name, "PE", n, pe)
+    check_fold(name, "SIMD", kk, simd)
+    xmax = (1 << (in_bits - 1)) if in_signed else (1 << in_bits) - 1
+    bound = int(np.abs(w).sum(1).max(initial=0)) * xmax + int(np.abs(bias).max(initial=0))
+    fn = c_name(name)
+    sg = "true" if in_signed else "false"
+    code = (f"static const {c_int(_signed_bits(w))} {fn}_w[{pe}][{(n // pe) * (kk // simd)}][{simd}] = "
+            f"{_fold_table(w, pe, simd)};\n"
+            f"static const {c_int(_signed_bits(bias))} {fn}_b[{pe}][{n // pe}] = {_table(bias, pe)};\n"
+            f"void {fn}(hls::stream<ap_uint<{simd * in_bits}> > &in0, hls::stream<ap_uint<{pe * out_bits}> > &out, "
+            f"unsigned rows) {{\n    bhvit::int_linear<{kk}, {n}, {simd}, {pe}, {in_bits}, {sg}, {bound.bit_length() + 2}, "
+            f"{out_bits}>(in0, out, {fn}_w, {fn}_b, rows);\n}}\n")
+    return NodeCode(name, fn, code, [stream(kk, simd, in_bits, in_signed)], stream(n, pe, out_bits, True))
+
+
+def layernorm_code(name: str, gmul, bias, eps: int, r_bits: int, shift: int, in_bits: int, in_signed: bool,
+                   out_bits: int, pe: int) -> NodeCode:
+    """``bhvit::layernorm`` (hw/kernels/attention.py layernorm_int) on rows of C values."""
+    gmul = np.asarray(gmul, dtype=np.int64).reshape(-1)
+    c = gmul.size
+    bias = np.broadcast_to(np.asarray(bias, dtype=np.int64).reshape(-1), (c,))
+    check_fold(name, "PE", c, pe)
+    if eps < 0 or r_bits < 1:
+        raise ValueError(f"{name}: eps {eps} and r_bits {r_bits} must be non-negative / positive")
+    # |D * inv| <= 2^R (see the kernel), so this bounds the accumulator
+    acc_bits = ((1 << r_bits) * int(np.abs(gmul).max(initial=0)) + int(np.abs(bias).max(initial=0))).bit_length() + 2
+    fn = c_name(name)
+    sg = "true" if in_signed else "false"
+    code = (f"static const {c_int(_signed_bits(gmul))} {fn}_g[{pe}][{c // pe}] = {_table(gmul, pe)};\n"
+            f"static const {c_int(_signed_bits(bias))} {fn}_b[{pe}][{c // pe}] = {_table(bias, pe)};\n"
+            f"void {fn}(hls::stream<ap_uint<{pe * in_bits}> > &in0, hls::stream<ap_uint<{pe * out_bits}> > &out, "
+            f"unsigned rows) {{\n    bhvit::layernorm<{c}, {pe}, {in_bits}, {sg}, {out_bits}, {r_bits}, {shift}, "
+            f"{int(eps)}ULL, {acc_bits}>(in0, out, {fn}_g, {fn}_b, rows);\n}}\n")
+    return NodeCode(name, fn, code, [stream(c, pe, in_bits, in_signed)], stream(c, pe, out_bits, True))
+
+
+def qd_attention_code(name: str, table, heads: int, levels: int, channels: int, tokens: int, pe: int,
+                      out_bits: int) -> NodeCode:
+    """``bhvit::qd_attention``: q, k, v (windows * tokens, channels) bipolar, one word per
+    token; output one word of channels / heads context values per (token, head).
+    PE: keys per cycle (divides the tokens of a window)."""
+    table = np.asarray(table, dtype=np.int64).reshape(-1)
+    if channels % heads:
+        raise ValueError(f"{name}: {heads} heads do not divide {channels} channels")
+    d = channels // heads
+    if table.size != 2 * d + 1 or table.min(initial=0) < 0:
+        raise ValueError(f"{name}: the exp table needs {2 * d + 1} non-negative entries, got {table.size}")
+    if tokens < 1:
+        raise ValueError(f"{name}: QDAttention needs the number of tokens per window")
+    check_fold(name, "PE", tokens, pe)
+    if levels * tokens >= 1 << (out_bits - 1):
+        raise ValueError(f"{name}: {out_bits} output bits cannot hold +-{levels * tokens}")
+    fn = c_name(name)
+    eb = max(int(table.max(initial=0)).bit_length(), 1)
+    code = (f"static const {c_int(eb + 1)} {fn}_table[{table.size}] = {{{', '.join(str(int(v)) for v in table)}}};\n"
+            f"void {fn}(hls::stream<ap_uint<{channels}> > &in0, hls::stream<ap_uint<{channels}> > &in1, "
+            f"hls::stream<ap_uint<{channels}> > &in2, hls::stream<ap_uint<{d * out_bits}> > &out, unsigned rows) {{\n"
+            f"    bhvit::qd_attention<{tokens}, {channels}, {heads}, {levels}, {pe}, {eb}, {out_bits}>"
+            f"(in0, in1, in2, out, {fn}_table, rows / {tokens});\n}}\n")
+    s_in = stream(channels, channels, 1, bipolar=True)
+    return NodeCode(name, fn, code, [s_in, dict(s_in), dict(s_in)], stream(channels, d, out_bits, True),
+                    rows_out_per_in=(tokens, tokens))
+
+
+def window_code(name: str, op: str, h: int, w: int, win: int, pooled: int, channels: int, pe: int, in_bits: int,
+                in_signed: bool, out_bits: int) -> NodeCode:
+    """The MSMHA window reshuffles of templates/hls/bhvit_tokens.hpp: ``AttentionTokens``
+    (map + pooled tokens -> windows), ``WindowReverse`` and ``PooledUpsample`` (context
+    windows -> map).  ``pooled``: pooled tokens per image (= per window)."""
+    c = channels
+    check_fold(name, "PE", c, pe)
+    if h % win or w % win:
+        raise ValueError(f"{name}: {win}x{win} windows do not tile the {h}x{w} map")
+    n_win, n_loc = (h // win) * (w // win), win * win
+    fn = c_name(name)
+    sg = "true" if in_signed else "false"
+    s_in = stream(c, pe, in_bits, in_signed)
+    if op == "AttentionTokens":
+        code = (f"void {fn}(hls::stream<ap_uint<{pe * in_bits}> > &in0, hls::stream<ap_uint<{pe * in_bits}> > &in1, "
+                f"hls::stream<ap_uint<{pe * in_bits}> > &out, unsigned rows) {{\n"
+                f"    bhvit::attention_tokens<{h}, {w}, {win}, {pooled}, {c}, {pe}, {in_bits}>"
+                f"(in0, in1, out, rows / {h * w});\n}}\n")
+        return NodeCode(name, fn, code, [s_in, dict(s_in)], dict(s_in), rows_in=(h * w, pooled),
+                        rows_out_per_in=(n_win * (n_loc + pooled), h * w))
+    rows_img = n_win * (n_loc + pooled)
+    if op == "WindowReverse":
+        call = f"bhvit::window_reverse<{h}, {w}, {win}, {pooled}, {c}, {pe}, {in_bits}>(in0, out, rows / {rows_img})"
+        out_bits = in_bits
+    elif op == "PooledUpsample":
+        side = math.isqrt(pooled)
+        if side < 1 or side * side != pooled or h % side or w % side or h // side != w // side:
+            raise ValueError(f"{name}: {pooled} pooled tokens do not upsample to the {h}x{w} map")
+        call = (f"bhvit::pooled_upsample<{h}, {w}, {win}, {side}, {c}, {pe}, {in_bits}, {sg}, {out_bits}>"
+                f"(in0, out, rows / {rows_img})")
+    else:
+        raise NotImplementedError(f"{name}: no window kernel for {op}")
+    code = (f"void {fn}(hls::stream<ap_uint<{pe * in_bits}> > &in0, hls::stream<ap_uint<{pe * out_bits}> > &out, "
+            f"unsigned rows) {{\n    {call};\n}}\n")
+    return NodeCode(name, fn, code, [s_in], stream(c, pe, out_bits, op == "PooledUpsample" or in_signed),
+                    rows_out_per_in=(h * w, rows_img))
+
+
+def _pooled_tokens(graph, tensor: str) -> int:
+    """Pooled tokens per image of a stream computed from a TokenPool (walking up its producers)."""
+    producers = {o: n for n in graph.nodes for o in n.outputs}
+    todo, seen = [tensor], set()
+    while todo:
+        t = todo.pop()
+        n = producers.get(t)
+        if n is None or t in seen:
+            continue
+        seen.add(t)
+        if n.op == "TokenPool":
+            return (n.attrs["H"] // n.attrs["k"]) * (n.attrs["W"] // n.attrs["k"])
+        todo.extend(n.inputs)
+    raise ValueError(f"{tensor}: no TokenPool upstream, cannot tell the pooled tokens per image")
+
 SUPPORTED = ("Thresholding", "MVAU", "XnorConv2d", "Affine", "RPReLU", "Lut", "ShiftBranch", "RepeatChannels",
-             "GroupSumChannels", "TokenPool", "TokenSum")
+             "GroupSumChannels", "TokenPool", "TokenSum", "IntConv2d", "IntLinear", "IntLayerNorm", "QDAttention",
+             "AttentionTokens", "WindowReverse", "PooledUpsample")
 
 
 def check_graph_nodes(graph, images_nhwc, ops=SUPPORTED, progress: bool = False) -> dict:

@@ -154,20 +154,22 @@ def test_shipped_affine_and_rprelu_nodes_in_csim_equal_the_golden_streams(shippe
         assert np.array_equal(got, trace[node.outputs[0]].reshape(got.shape)), node.name
 
 
-def test_every_supported_node_of_the_shipped_model_in_csim_equals_golden(shipped_net, shipped):
-    """Every node of the shipped graph whose kernel exists (csim.SUPPORTED: 176 of 188),
-    compiled into one testbench (one translation unit per node, a few minutes of g++ on 2
-    cores), each fed the golden input streams of 8 test images: every output equals golden."""
+def test_every_node_of_the_shipped_graph_in_csim_equals_golden(shipped_net, shipped):
+    """Every node of the shipped graph (all 188: every op type has a kernel), compiled into
+    one testbench (one translation unit per node, a few minutes of g++ on 2 cores), each
+    fed the golden input streams of 8 test images: every output equals golden."""
     g = shipped_net.graph
+    assert {n.op for n in g.nodes} <= set(csim.SUPPORTED)
     images = shipped[2].images[:8].numpy().transpose(0, 2, 3, 1)
     res = csim.check_graph_nodes(g, images)
-    assert len(res) == sum(n.op in csim.SUPPORTED for n in g.nodes) >= 175
+    assert len(res) == len(g.nodes) == 188
     assert all(res.values()), [k for k, v in res.items() if not v][:5]
 
 
 def test_unsupported_node_is_named(shipped_net):
-    node = next(n for n in shipped_net.graph.nodes if n.op == "QDAttention")
-    with pytest.raises(NotImplementedError, match=f"{node.name}: no HLS kernel for QDAttention"):
+    from hw.graph import Node
+    node = Node("Duplicate", "fork", ["x"], ["y", "z"])
+    with pytest.raises(NotImplementedError, match="fork: no HLS kernel for Duplicate"):
         csim.node_code(shipped_net.graph, node, 128)
 
 
@@ -243,3 +245,147 @@ def test_token_sum_and_lut_csim_equal_golden():
     flat = x.reshape(-1, 8)
     flat[0, :2] = (-512, 511)                            # both ends of the table
     assert np.array_equal(csim.simulate(csim.lut_code("gelu", table, 10, 8, 2, 13), flat), lut(flat, table, 10))
+
+
+# ---------------------------------------------------------------------- stem, classifier, attention
+@pytest.mark.parametrize("h,w,cin,o,k,s,simd,pe", [
+    (8, 8, 1, 8, 2, 2, 1, 1),         # the stem's shape (k = stride), PE = SIMD = 1
+    (6, 10, 2, 4, 2, 2, 2, 2),
+    (7, 9, 3, 6, 3, 2, 27, 6),        # stride < kernel (overlapping taps), odd map, fully parallel
+    (5, 6, 3, 4, 3, 1, 9, 2),         # stride 1
+])
+def test_int_conv_csim_equals_golden(h, w, cin, o, k, s, simd, pe):
+    from hw.kernels.fixed import int_conv2d
+    rng = np.random.default_rng(h * w + k)
+    x = rng.integers(0, 256, (2, h, w, cin))
+    wt = rng.integers(-128, 128, (o, cin, k, k))
+    x[0] = 255                                         # the extreme sums: all-255 image with ...
+    wt[0], wt[-1] = -128, 127                          # ... all-minimum and all-maximum kernels
+    bound = int(np.abs(wt).reshape(o, -1).sum(1).max()) * 255
+    code = csim.int_conv_code(f"iconv_{h}x{w}_{cin}_{k}s{s}_{simd}_{pe}", wt, h, w, s, simd, pe,
+                              bound.bit_length() + 1)
+    got = csim.simulate(code, x.reshape(-1, cin))
+    want = int_conv2d(x.transpose(0, 3, 1, 2), wt, stride=s).transpose(0, 2, 3, 1).reshape(-1, o)
+    assert np.array_equal(got, want)
+    assert got.min() == -128 * 255 * cin * k * k and got.max() == 127 * 255 * cin * k * k
+
+
+@pytest.mark.parametrize("kk,n,simd,pe,bits,signed", [(8, 6, 1, 1, 13, True), (16, 10, 16, 10, 13, True),
+                                                      (12, 4, 3, 2, 8, False)])
+def test_int_linear_csim_equals_golden(kk, n, simd, pe, bits, signed):
+    from hw.kernels.fixed import int_matmul
+    rng = np.random.default_rng(kk * n + pe)
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    x = rng.integers(lo, hi + 1, (5, kk))
+    wt = rng.integers(-128, 128, (n, kk))
+    bias = rng.integers(-10 ** 5, 10 ** 5, n)
+    x[0], x[1] = lo, hi
+    wt[0] = -128
+    bound = int(np.abs(wt).sum(1).max()) * max(-lo, hi) + int(np.abs(bias).max())
+    code = csim.int_linear_code(f"ilin_{kk}x{n}_{simd}_{pe}_{bits}{signed}", wt, bias, bits, signed, simd, pe,
+                                bound.bit_length() + 1)
+    assert np.array_equal(csim.simulate(code, x), int_matmul(x, wt) + bias)
+
+
+@pytest.mark.parametrize("c,pe,eps,r_bits,shift,bits,signed,gm", [
+    (128, 4, 85899, 37, 42, 10, True, (18000, 28000)),    # the shipped token norm's scale
+    (16, 16, 0, 30, 36, 10, True, (-30000, 30000)),       # eps 0: isqrt(0) -> 1, perfect squares (below)
+    (6, 1, 5, 8, 1, 12, True, (-3, 4)),                   # shift 1: every odd sum is a rounding tie
+    (9, 3, 100, 24, 28, 8, False, (1000, 3000)),          # unsigned input
+])
+def test_layernorm_csim_equals_golden(c, pe, eps, r_bits, shift, bits, signed, gm):
+    from hw.kernels.attention import layernorm_int
+    rng = np.random.default_rng(c + pe + shift)
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    x = rng.integers(lo, hi + 1, (40, c))
+    x[0] = lo                                              # constant rows: V = 0
+    x[1] = 7
+    x[2] = lo
+    x[2, 0] = hi                                           # one outlier: |D| = isqrt(V) at its channel
+    x[3] = np.where(np.arange(c) % 2, lo, hi)              # the largest variance
+    x[4:10] = rng.integers(-2, 3, (6, c)).clip(lo, hi)     # tiny variances: isqrt(V + eps) dominated by eps
+    amp = np.arange(1, 7)[:, None]                         # +-a alternating: V = C^3 a^2, a perfect square
+    x[10:16] = np.where(np.arange(c) % 2, -amp if signed else 0, amp)   # when C is one (16) and eps = 0
+    gmul = rng.integers(gm[0], gm[1], c)
+    brange = 1 << (shift + bits - 1)                       # biases of the output's range ...
+    bias = rng.integers(-brange, brange, c)
+    bias[0], bias[-1] = 4 * brange, -4 * brange            # ... and two that always saturate
+    code = csim.layernorm_code(f"ln_{c}_{pe}_{eps}_{shift}_{signed}", gmul, bias, eps, r_bits, shift, bits, signed,
+                               bits, pe)
+    got = csim.simulate(code, x)
+    want = layernorm_int(x, gmul, bias, eps, r_bits, shift, bits)
+    assert np.array_equal(got, want)
+    assert (got == (1 << (bits - 1)) - 1).any() and (got == -(1 << (bits - 1))).any()   # saturation exercised
+
+
+@pytest.mark.parametrize("heads,c,n,pe,levels,table_kind", [
+    (2, 8, 5, 1, 3, "small"),      # PE = 1; entries 0..3: many ties, some all-zero totals
+    (4, 16, 6, 6, 3, "exp"),       # an exp table, all keys in parallel; equal scores tie at sigma = 1
+    (1, 4, 2, 2, 3, "small"),      # two keys: equal scores tie at sigma = 2 (2 L E = 3 total)
+    (2, 8, 4, 2, 1, "exp"),        # one level
+])
+def test_qd_attention_csim_equals_golden(heads, c, n, pe, levels, table_kind):
+    from hw import ops
+    from hw.kernels.attention import exp_table
+    rng = np.random.default_rng(heads * 100 + n * 10 + pe)
+    d = c // heads
+    table = exp_table(d) if table_kind == "exp" else rng.integers(0, 4, 2 * d + 1)
+    if table_kind == "small":
+        table[0] = 0                                  # q = -k everywhere: total 0, every level counts
+    wins = 4
+    q, k, v = (rng.choice([-1, 1], (wins, n, c)) for _ in range(3))
+    k[0] = k[0, 0]                                    # window 0: all keys equal -> all scores of a query equal
+    q[0, 0] = -k[0, 0]                                # (score -d: E = table[0])
+    q[0, 1] = k[0, 0]                                 # (score d: E = table[2d])
+    want = ops.op_qd_attention(dict(heads=heads, levels=levels), dict(table=table), q, k, v)[0]
+    ob = (levels * n).bit_length() + 1
+    code = csim.qd_attention_code(f"qd_{heads}_{c}_{n}_{pe}_{levels}_{table_kind}", table, heads, levels, c, n, pe,
+                                  ob)
+    got = csim.simulate(code, *(t.reshape(-1, c) for t in (q, k, v)))
+    assert np.array_equal(got, want.reshape(-1, c))
+
+
+@pytest.mark.parametrize("h,w,win,kp,pe", [
+    (4, 4, 4, 4, 1),     # stage 2 of the shipped model: one window, one pooled token
+    (4, 6, 2, 2, 4),     # 2 x 3 windows, 6 pooled tokens (not a square: no PooledUpsample)
+    (6, 6, 3, 2, 8),     # 4 windows, 3 x 3 pooled tokens upsampled by 2, fully parallel
+    (4, 4, 2, 4, 2),     # 4 windows, one pooled token upsampled by 4
+])
+def test_window_kernels_csim_equal_golden(h, w, win, kp, pe):
+    """AttentionTokens (map + pooled tokens -> windows), then WindowReverse and
+    PooledUpsample of a context stream of the same layout."""
+    from hw import ops
+    rng = np.random.default_rng(h * w + win + pe)
+    c, b = 8, 2
+    p = (h // kp) * (w // kp)
+    a = dict(H=h, W=w, win=win)
+    x = rng.integers(-512, 512, (b, h * w, c))
+    pooled = rng.integers(-512, 512, (b, p, c))
+    tag = f"{h}x{w}_{win}_{p}_{pe}"
+    at = csim.window_code(f"atok_{tag}", "AttentionTokens", h, w, win, p, c, pe, 10, True, 10)
+    got = csim.simulate(at, x.reshape(-1, c), pooled.reshape(-1, c))
+    want = ops.op_attention_tokens(a, {}, x, pooled)[0]
+    assert np.array_equal(got, want.reshape(-1, c))
+    ctx = rng.integers(-512, 512, want.shape)
+    ctx[:, win * win:] = np.where(rng.random((ctx.shape[0], p, c)) < 0.5, -512, 511)   # extreme window sums
+    wr = csim.window_code(f"wrev_{tag}", "WindowReverse", h, w, win, p, c, pe, 10, True, 10)
+    assert np.array_equal(csim.simulate(wr, ctx.reshape(-1, c)), ops.op_window_reverse(a, {}, ctx)[0].reshape(-1, c))
+    if int(np.sqrt(p)) ** 2 == p:
+        n_win = (h // win) * (w // win)
+        ob = (512 * n_win).bit_length() + 1
+        pu = csim.window_code(f"pup_{tag}", "PooledUpsample", h, w, win, p, c, pe, 10, True, ob)
+        want = ops.op_pooled_upsample(a, {}, ctx)[0]
+        assert np.array_equal(csim.simulate(pu, ctx.reshape(-1, c)), want.reshape(-1, c))
+
+
+def test_inconsistent_input_rows_and_bad_foldings_are_reported():
+    code = csim.window_code("atok_4x6_2_6_4", "AttentionTokens", 4, 6, 2, 6, 8, 4, 10, True, 10)
+    x, pooled = np.zeros((2 * 24, 8)), np.zeros((2 * 6 - 1, 8))
+    with pytest.raises(csim.CsimError, match="input 1 must have 6 rows per 24 rows of input 0"):
+        csim.simulate(code, x, pooled)
+    with pytest.raises(csim.FoldingError, match=r"qd: PE=4 does not divide 17; legal values: \[1, 17\]"):
+        csim.qd_attention_code("qd", np.ones(65), 4, 3, 128, 17, 4, 7)
+    with pytest.raises(csim.FoldingError, match="fc: SIMD=3 does not divide 256"):
+        csim.int_linear_code("fc", np.ones((10, 256)), np.zeros(10), 13, True, 3, 1, 25)
+    with pytest.raises(csim.FoldingError, match="ln: PE=5 does not divide 128"):
+        csim.layernorm_code("ln", np.ones(128), np.zeros(128), 1, 30, 30, 10, True, 10, 5)

@@ -1,5 +1,6 @@
-// Stream plumbing of the generated dataflow top: fan-out, re-folding between
-// nodes of different PE, and the AXI-Stream ports PYNQ's DMA talks to.
+// Stream plumbing of the generated dataflow top: re-folding between nodes of
+// different PE, and the AXI-Stream ports PYNQ's DMA talks to.  (Fan-outs are
+// generated into the top file: one function per fanned tensor.)
 #pragma once
 #include <ap_int.h>
 #include <hls_stream.h>
@@ -30,37 +31,28 @@ struct axis_word {
 };
 #endif
 
-// One stream read by N nodes: every word is written to each copy.  A stream
-// of a dataflow region may have exactly one reader, hence the explicit copy.
-template <unsigned N, typename T>
-void fan_out(hls::stream<T> &in, hls::stream<T> (&out)[N], unsigned words) {
-    for (unsigned i = 0; i < words; i++) {
-#pragma HLS PIPELINE II=1
-        const T w = in.read();
-        for (unsigned k = 0; k < N; k++) {
-#pragma HLS UNROLL
-            out[k].write(w);
-        }
-    }
-}
-
-// Re-fold rows of C values of B bits from IN_PE values per word to OUT_PE
-// (producer and consumer folded differently).  A row is collected first:
-// the two foldings need not divide each other.
-template <unsigned C, unsigned B, unsigned IN_PE, unsigned OUT_PE>
-void refold(hls::stream<ap_uint<IN_PE * B> > &in, hls::stream<ap_uint<OUT_PE * B> > &out, unsigned rows) {
+// Re-fold rows of C values from IN_PE values of IB bits per word to OUT_PE
+// values of OB >= IB bits (producer and consumer folded differently, or the
+// consumer reads a wider type: values are sign- (SIGNED) or zero-extended).
+// A row is collected first: the two foldings need not divide each other.
+template <unsigned C, unsigned IB, unsigned OB, bool SIGNED, unsigned IN_PE, unsigned OUT_PE>
+void refold(hls::stream<ap_uint<IN_PE * IB> > &in, hls::stream<ap_uint<OUT_PE * OB> > &out, unsigned rows) {
     static_assert(C % IN_PE == 0 && C % OUT_PE == 0, "both foldings must divide the row");
-    ap_uint<B> row[C];
+    static_assert(OB >= IB, "refold only widens");
+    ap_uint<OB> row[C];
     for (unsigned r = 0; r < rows; r++) {
         for (unsigned f = 0; f < C / IN_PE; f++) {
 #pragma HLS PIPELINE II=1
-            const ap_uint<IN_PE * B> w = in.read();
-            for (unsigned e = 0; e < IN_PE; e++) row[f * IN_PE + e] = w(e * B + B - 1, e * B);
+            const ap_uint<IN_PE * IB> w = in.read();
+            for (unsigned e = 0; e < IN_PE; e++) {
+                const ap_uint<IB> raw = w(e * IB + IB - 1, e * IB);
+                row[f * IN_PE + e] = SIGNED ? ap_uint<OB>(ap_int<OB>(ap_int<IB>(raw))) : ap_uint<OB>(raw);
+            }
         }
         for (unsigned f = 0; f < C / OUT_PE; f++) {
 #pragma HLS PIPELINE II=1
-            ap_uint<OUT_PE * B> w = 0;
-            for (unsigned e = 0; e < OUT_PE; e++) w(e * B + B - 1, e * B) = row[f * OUT_PE + e];
+            ap_uint<OUT_PE * OB> w = 0;
+            for (unsigned e = 0; e < OUT_PE; e++) w(e * OB + OB - 1, e * OB) = row[f * OUT_PE + e];
             out.write(w);
         }
     }
