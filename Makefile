@@ -21,6 +21,10 @@ COMPILE ?= 1
 ACT_BITS ?= 10
 GOLDEN_ARGS ?=
 EXPORT_ARGS ?=
+BOARD   ?= pynq-z2
+HLS_ARGS ?=
+# `make hls MODEL=x` takes checkpoints/x/model.pt; otherwise CKPT
+HLS_CKPT := $(if $(filter command line environment,$(origin MODEL)),checkpoints/$(MODEL)/model.pt,$(CKPT))
 QAT_ARGS ?=
 DATA_ARG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 ifeq ($(NPROC),1)
@@ -29,7 +33,7 @@ else
   LAUNCH := $(PY) -m torch.distributed.run --nproc_per_node=$(NPROC) $(TORCHRUN_ARGS) -m model.train
 endif
 
-.PHONY: setup train eval ship golden qat export test demo benchmark clean help
+.PHONY: setup train eval ship golden qat export hls test demo benchmark clean help
 help:
 	@echo "make demo      set-up, a short training, evaluation, and the dataflow export of the shipped model"
 	@echo "make train     MODEL=$(MODEL) DATA=$(DATA) EPOCHS=$(EPOCHS) [NPROC=N] [TEACHER=none]"
@@ -37,6 +41,7 @@ help:
 	@echo "make golden    CKPT=$(CKPT) ACT_BITS=$(ACT_BITS): fold into the integer (golden) model, float vs integer top-1"
 	@echo "make qat       CKPT=$(CKPT): fine-tune the integer network through its hardware-exact PyTorch form"
 	@echo "make export    CKPT=$(CKPT): FINN-form dataflow ONNX graph, verified bit-exact against golden, + cost report"
+	@echo "make hls       BOARD=$(BOARD) [MODEL=...] [HLS_ARGS=...]: HLS project (C++, Vitis HLS + Vivado Tcl), C simulation vs golden"
 	@echo "make test      the test suite"
 
 setup:
@@ -69,6 +74,9 @@ qat: setup
 
 export: setup
 	$(PY) -m hw.export --ckpt $(CKPT) --act-bits $(ACT_BITS) $(EXPORT_ARGS)
+
+hls: setup
+	$(PY) -m flows.hls --board $(BOARD) --ckpt $(HLS_CKPT) --act-bits $(ACT_BITS) $(HLS_ARGS)
 
 test: setup
 	$(PY) -m pytest tests/ -q

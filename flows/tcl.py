@@ -50,14 +50,16 @@ def _env():
 
 
 def render_vitis_hls_tcl(*, project: str, top: str, sources, part: str, clock_period_ns: float, steps, ip: dict,
-                         include_dirs=(), tb_sources=(), tb_data=(), tb_argv: str = "", solution: str = "solution1",
+                         include_dirs=(), tb_sources=(), tb_data=(), tb_argv: str = "", cosim_argv: str | None = None,
+                         solution: str = "solution1",
                          fifo_depth: int = 2, reset: bool | None = None) -> str:
     """The Vitis HLS script.
 
     ``steps``: any of ``csim csynth cosim export``; they always run in that order.  ``sources`` and
     ``tb_sources`` compile with ``-std=c++14`` and ``-I`` for each of ``include_dirs``;
     ``tb_data`` are files the testbench reads (added with ``add_files -tb``); ``tb_argv`` is the
-    testbench's command line for csim and cosim.  ``ip``: dict with vendor, library, name,
+    testbench's command line for csim and, unless ``cosim_argv`` is given (RTL co-simulation is
+    orders of magnitude slower, so it usually gets fewer images), for cosim.  ``ip``: dict with vendor, library, name,
     version of the exported IP.  ``reset`` (default: unless cosim / export run without csynth,
     which need the previous synthesis) starts the project and solution afresh.
     """
@@ -78,7 +80,8 @@ def render_vitis_hls_tcl(*, project: str, top: str, sources, part: str, clock_pe
         reset = "csynth" in steps or not ({"cosim", "export"} & set(steps))
     return _env().get_template("vitis_hls.tcl.j2").render(
         project=project, top=top, sources=list(sources), include_dirs=list(include_dirs),
-        tb_sources=list(tb_sources), tb_data=list(tb_data), tb_argv=tb_argv, solution=solution,
+        tb_sources=list(tb_sources), tb_data=list(tb_data), tb_argv=tb_argv,
+        cosim_argv=tb_argv if cosim_argv is None else cosim_argv, solution=solution,
         part=part, clock_period_ns=_num(clock_period_ns), fifo_depth=int(fifo_depth),
         steps=[s for s in HLS_STEPS if s in steps], ip=ip, reset=reset)
 

@@ -11,10 +11,12 @@ testbench and the kernel library); :func:`csim` compiles that folder with g++
 against ap_types and runs the testbench on images.
 
 FIFO depths: a node with several inputs consumes them in lock step, while some
-branches (circular shifts, pooling, windows) emit nothing before they have a
-whole map.  An input of a multi-input node therefore gets room for a whole
-image of its stream; every other channel gets 2.  The RTL simulation of the
-cycle-accurate backend measures the real occupancy.
+branches (circular shifts, pooling, windows, convolutions) emit nothing before
+they have a whole map.  Every tensor gets a delay in images (the number of
+such buffering nodes on its longest path from the input); an input of a
+multi-input node gets room for (the latest input's delay - its own) images of
+its stream, every other channel 2.  The RTL simulation of the cycle-accurate
+backend measures the real occupancy.
 """
 from __future__ import annotations
 
@@ -33,6 +35,11 @@ from .graph import Graph
 TOP = "bhvit_top"
 IN_AXIS_BITS = 64          # 8 pixels per beat: the DMA's 64-bit HP port moves one per cycle
 DEFAULT_DEPTH = 2
+# ops that read a whole map (or attention window) before their first output
+BUFFERING_OPS = ("IntConv2d", "XnorConv2d", "ShiftBranch", "TokenPool", "AttentionTokens", "WindowReverse",
+                 "PooledUpsample", "QDAttention", "TokenSum")
+# multi-input ops that read all of input 0 before the others (the rest read inputs in lock step)
+SEQUENTIAL_READERS = ("AttentionTokens",)
 
 
 class DesignError(ValueError):
@@ -46,7 +53,6 @@ class Channel:
     bits: int              # word width
     depth: int
     words_per_image: int
-    copies: int = 0        # > 0: an array of this many streams (a fan-out)
 
 
 @dataclass
@@ -62,6 +68,7 @@ class TopDesign:
     ops: list                        # op type of each node
     channels: list = field(default_factory=list)
     processes: list = field(default_factory=list)
+    helpers: list = field(default_factory=list)      # C++ functions of the top file (the fan-outs)
     in_shape: tuple = ()             # one image (H, W, C)
     in_bits: int = 8
     out_values: int = 0
@@ -78,11 +85,12 @@ class TopDesign:
 
     @property
     def fifo_bits(self) -> int:
-        return sum(c.bits * c.depth * max(c.copies, 1) for c in self.channels)
+        return sum(c.bits * c.depth for c in self.channels)
 
     def context(self) -> dict:
         per_beat = IN_AXIS_BITS // self.in_bits
         return dict(model=self.model, top=TOP, nodes=self.nodes, channels=self.channels, processes=self.processes,
+                    helpers=self.helpers,
                     in_values=self.in_values, in_bits=self.in_bits, in_axis_bits=IN_AXIS_BITS, in_per_beat=per_beat,
                     in_beats=-(-self.in_values // per_beat), out_values=self.out_values, out_bits=self.out_bits,
                     out_signed=self.out_signed, out_axis_bits=self.out_axis_bits)
@@ -112,7 +120,6 @@ def design(graph: Graph, image_shape, model: str = "model") -> TopDesign:
     for n, code in zip(graph.nodes, codes):
         for i, t in enumerate(n.inputs):
             consumers.setdefault(t, []).append((n, code, i))
-    producer = {n.outputs[0]: code for n, code in zip(graph.nodes, codes)}
     dt_in = DataType[graph.dtype_of(graph.input)]
     if dt_in.signed():
         raise DesignError(f"the graph input {graph.input} is {dt_in.name}: the AXI-Stream input takes unsigned pixels")
@@ -120,11 +127,32 @@ def design(graph: Graph, image_shape, model: str = "model") -> TopDesign:
     if IN_AXIS_BITS % d.in_bits:
         raise DesignError(f"{d.in_bits}-bit inputs do not tile a {IN_AXIS_BITS}-bit beat")
 
-    def add_channel(label, fmt, rows, depth=DEFAULT_DEPTH, copies=0):
-        ch = Channel(_var(label) + (f"_x{copies}" if copies else ""), label, fmt["elems"] * fmt["bits"], depth,
-                     rows * fmt["folds"], copies)
+    used: set = set()
+
+    def add_channel(label, fmt, rows, depth=DEFAULT_DEPTH):
+        var = _var(label)          # "a.b_c" and "a_b.c" meet here: number the later one
+        while var in used:
+            var += "_"
+        used.add(var)
+        ch = Channel(var, label, fmt["elems"] * fmt["bits"], depth, rows * fmt["folds"])
         d.channels.append(ch)
         return ch
+
+    # delay of every tensor in images: a node that buffers a whole map (or window) before
+    # its first output adds one; row-by-row nodes add none
+    delay = {graph.input: 0}
+    for n in graph.nodes:
+        delay[n.outputs[0]] = max(delay[t] for t in n.inputs) + (1 if n.op in BUFFERING_OPS else 0)
+
+    def depth_for(node, idx, tensor, words_per_image):
+        """Room an input needs so that the node's other inputs, up to ``skew`` images
+        later, never stall the branch feeding this one."""
+        if len(node.inputs) == 1:
+            return DEFAULT_DEPTH
+        skew = max(delay[t] for t in node.inputs) - delay[tensor]
+        if node.op in SEQUENTIAL_READERS and idx == 0:
+            skew += 1          # all of input 0 is read before the others: they wait an image
+        return skew * words_per_image + DEFAULT_DEPTH if skew else DEFAULT_DEPTH
 
     # the input adapter writes the format its first reader wants
     first = consumers.get(graph.input)
@@ -134,42 +162,46 @@ def design(graph: Graph, image_shape, model: str = "model") -> TopDesign:
     ch = add_channel(graph.input, in_fmt, _rows(per_image[graph.input]))
     d.processes.append(Process(f"bhvit::axis_to_stream<{IN_AXIS_BITS}, {d.in_bits}, {in_fmt['elems']}, {d.in_values}>"
                                f"(in_stream, {ch.var}, images)", "AXI-Stream -> pixels"))
-    sources = {graph.input: (ch.var, in_fmt)}
-    for n, code in zip(graph.nodes, codes):
-        sources[n.outputs[0]] = None          # filled when the node is emitted
+    sources = {graph.input: (ch, in_fmt)}
     args_of: dict = {}
 
     def wire(tensor):
-        """Streams for every reader of ``tensor``: fan-out and re-folding as needed."""
-        var, fmt = sources[tensor]
+        """Streams for every reader of ``tensor``: fan-out and re-folding as needed; the
+        channel a reader reads gets the depth that reader needs."""
+        src_ch, fmt = sources[tensor]
         readers = consumers.get(tensor, [])
         rows = _rows(per_image[tensor])
-        multi = [len(r[0].inputs) > 1 for r in readers]
         if len(readers) > 1:
-            depth = max(rows * fmt["folds"] + 2 if m else DEFAULT_DEPTH for m in multi)
-            fan = add_channel(tensor + ".fan", fmt, rows, depth, copies=len(readers))
-            d.processes.append(Process(f"bhvit::fan_out<{len(readers)}>({var}, {fan.var}, images * "
+            outs = [add_channel(f"{tensor}.{k}", fmt, rows) for k in range(len(readers))]
+            fn = f"fan_{src_ch.var}"
+            w = src_ch.bits
+            d.helpers.append(
+                f"// {tensor} is read by {len(readers)} nodes: one copy each (a dataflow stream has one reader)\n"
+                f"static void {fn}(hls::stream<ap_uint<{w}> > &in, "
+                + ", ".join(f"hls::stream<ap_uint<{w}> > &o{k}" for k in range(len(readers)))
+                + ", unsigned words) {\n    for (unsigned i = 0; i < words; i++) {\n#pragma HLS PIPELINE II=1\n"
+                f"        const ap_uint<{w}> x = in.read();\n"
+                + "".join(f"        o{k}.write(x);\n" for k in range(len(readers))) + "    }\n}\n")
+            d.processes.append(Process(f"{fn}({src_ch.var}, {', '.join(c.var for c in outs)}, images * "
                                        f"{rows * fmt['folds']})", f"{tensor} -> {len(readers)} readers"))
-            outs = [f"{fan.var}[{k}]" for k in range(len(readers))]
         else:
-            outs = [var]
-        for (node, ncode, idx), src, m in zip(readers, outs, multi):
+            outs = [src_ch]
+        for (node, ncode, idx), ch in zip(readers, outs):
             want = ncode.inputs[idx]
-            if want["width"] != fmt["width"] or want["bits"] != fmt["bits"]:
+            widen = want["bits"] > fmt["bits"] and not (fmt["bipolar"] or want["bipolar"])
+            if want["width"] != fmt["width"] or (want["bits"] != fmt["bits"] and not widen) \
+                    or (fmt["signed"] and not want["signed"]):
                 raise DesignError(f"{node.name} input {idx} ({tensor}) expects rows of {want['width']} x "
                                   f"{want['bits']}-bit values, its producer writes {fmt['width']} x {fmt['bits']}")
-            if want["elems"] != fmt["elems"]:
-                rf = add_channel(f"{tensor}.to.{node.name}", want, rows,
-                                 rows * want["folds"] + 2 if m else DEFAULT_DEPTH)
+            if want["elems"] != fmt["elems"] or widen:
+                rf = add_channel(f"{tensor}.to.{node.name}", want, rows)
+                why = f"PE {fmt['elems']} -> {want['elems']}" + (f", {fmt['bits']} -> {want['bits']} bits" if widen else "")
                 d.processes.append(Process(
-                    f"bhvit::refold<{fmt['width']}, {fmt['bits']}, {fmt['elems']}, {want['elems']}>({src}, {rf.var}, "
-                    f"images * {rows})", f"PE {fmt['elems']} -> {want['elems']} for {node.name}"))
-                src = rf.var
-            elif m and len(readers) == 1:
-                for c in d.channels:
-                    if c.var == src:
-                        c.depth = max(c.depth, rows * fmt["folds"] + 2)
-            args_of[(node.name, idx)] = src
+                    f"bhvit::refold<{fmt['width']}, {fmt['bits']}, {want['bits']}, {'true' if fmt['signed'] else 'false'}, "
+                    f"{fmt['elems']}, {want['elems']}>({ch.var}, {rf.var}, images * {rows})", f"{why} for {node.name}"))
+                ch = rf
+            ch.depth = max(ch.depth, depth_for(node, idx, tensor, ch.words_per_image))
+            args_of[(node.name, idx)] = ch.var
 
     wire(graph.input)
     for n, code in zip(graph.nodes, codes):
@@ -177,12 +209,13 @@ def design(graph: Graph, image_shape, model: str = "model") -> TopDesign:
         rows_in = _rows(per_image[n.inputs[0]])
         ins = ", ".join(args_of[(n.name, i)] for i in range(len(n.inputs)))
         d.processes.append(Process(f"{code.fn}({ins}, {out.var}, images * {rows_in})", f"{n.name} ({n.op})"))
-        sources[n.outputs[0]] = (out.var, code.out)
+        sources[n.outputs[0]] = (out, code.out)
         if n.outputs[0] != graph.output:
             if not consumers.get(n.outputs[0]):
                 raise DesignError(f"the output of {n.name} is read by no node")
             wire(n.outputs[0])
-    var, fmt = sources[graph.output]
+    out_ch, fmt = sources[graph.output]
+    var = out_ch.var
     d.out_values, d.out_bits, d.out_signed = fmt["width"] * _rows(per_image[graph.output]), fmt["bits"], fmt["signed"]
     if d.out_bits > 64:
         raise DesignError(f"{d.out_bits}-bit outputs do not fit a 64-bit AXI-Stream beat")

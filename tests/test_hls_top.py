@@ -20,9 +20,9 @@ def _affine(name, inputs, c, bits, rng, pc_k=None, pe=1):
                                                            pc_k=list(pc_k or [0] * n), PE=pe), params, f"INT{bits}")
 
 
-def small_graph(seed=0, pe=(2, 4, 2, 2, 1, 4, 2, 8, 8)):
+def small_graph(seed=0, pe=(2, 4, 2, 2, 1, 4, 2, 8, 8, 2)):
     """4x4 tokens of 4 channels -> affine -> sign -> XNOR MVAU (8 outputs) -> affine with a channel-repeat
-    shortcut -> box sum along H -> affine join -> token sum."""
+    shortcut -> box sum along H and channel mix -> affine join -> token sum."""
     rng = np.random.default_rng(seed)
     c, mh = 4, 8
     nodes = [
@@ -35,7 +35,10 @@ def small_graph(seed=0, pe=(2, 4, 2, 2, 1, 4, 2, 8, 8)):
         _affine("u", ["m", "rep"], mh, 10, rng, pc_k=[c, 0], pe=pe[5]),
         Node("ShiftBranch", "sb", ["u"], ["sb"], dict(kind="box", axis="h", reach=1, H=4, W=4, PE=pe[6]), {},
              "INT12"),
-        _affine("o", ["u", "sb"], mh, 10, rng, pe=pe[7]),
+        # a channel mix moves 10-bit values but its tensor is typed INT11: the top widens it for o
+        Node("ShiftBranch", "mx", ["u"], ["mx"], dict(kind="mix", axis="", reach=1, H=4, W=4, PE=pe[9]), {},
+             "INT11"),
+        _affine("o", ["u", "sb", "mx"], mh, 10, rng, pe=pe[7]),
         Node("TokenSum", "ts", ["o"], ["ts"], dict(PE=pe[8]), {}, "INT15"),
     ]
     return Graph(nodes, "image", "ts", classes=mh)
@@ -44,16 +47,20 @@ def small_graph(seed=0, pe=(2, 4, 2, 2, 1, 4, 2, 8, 8)):
 def test_top_plumbing(tmp_path):
     d = hls_top.design(small_graph(), (16, 4), "small")
     kinds = " ".join(p.call for p in d.processes)
-    assert "fan_out<2>" in kinds and "refold<" in kinds and "axis_to_stream" in kinds and "stream_to_axis" in kinds
+    assert "fan_s_a(" in kinds and "refold<" in kinds and "axis_to_stream" in kinds and "stream_to_axis" in kinds
     # a reader of a multi-input node holds one image of its stream; other channels 2
     by_label = {c.label: c for c in d.channels}
-    assert by_label["a.fan"].copies == 2
-    for label in ("m.to.u", "rep.to.u", "u.fan"):        # the inputs of the joins u and o
-        assert by_label[label].depth >= by_label[label].words_per_image, label
+    assert {"a.0", "a.1"} <= set(by_label)                 # a is read by t and rep
+    # o joins u (delay 0) with the box sum and the channel mix (delay 1: they buffer the map):
+    # u's copy for o holds an image; the join u has inputs of equal delay: no deep FIFO
+    assert by_label["u.to.o"].depth == by_label["u.to.o"].words_per_image + hls_top.DEFAULT_DEPTH
+    assert by_label["sb.to.o"].depth == by_label["mx.to.o"].depth == hls_top.DEFAULT_DEPTH
+    assert by_label["m.to.u"].depth == by_label["rep.to.u"].depth == hls_top.DEFAULT_DEPTH
+    assert any("refold<8, 10, 11, true, 2, 8>" in p.call for p in d.processes)   # mx: 10-bit words widened
     assert by_label["t"].depth == hls_top.DEFAULT_DEPTH
 
 
-@pytest.mark.parametrize("pe", [(1,) * 9, (2, 4, 2, 2, 1, 4, 2, 8, 8), (4, 4, 4, 8, 4, 8, 8, 8, 8)])
+@pytest.mark.parametrize("pe", [(1,) * 10, (2, 4, 2, 2, 1, 4, 2, 8, 8, 2), (4, 4, 4, 8, 4, 8, 8, 8, 8, 2)])
 def test_top_csim_equals_golden(tmp_path, pe):
     g = small_graph(pe=pe)
     rng = np.random.default_rng(1)
@@ -75,4 +82,4 @@ def test_top_csim_equals_golden(tmp_path, pe):
 
 def test_folding_that_does_not_divide_names_the_node():
     with pytest.raises(csim.FoldingError, match=r"u: PE=3 does not divide 8; legal values: \[1, 2, 4, 8\]"):
-        hls_top.design(small_graph(pe=(2, 4, 2, 2, 1, 3, 2, 8, 8)), (16, 4), "small")
+        hls_top.design(small_graph(pe=(2, 4, 2, 2, 1, 3, 2, 8, 8, 2)), (16, 4), "small")
