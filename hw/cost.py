@@ -45,7 +45,9 @@ def fold_dims(node, shapes) -> dict:
     out = shapes[node.outputs[0]]
     if node.op == "MVAU":
         return {"PE": a["MH"], "SIMD": a["MW"]}
-    if node.op in ("XnorConv2d", "IntConv2d", "IntLinear"):
+    if node.op == "XnorConv2d":      # templates/hls xnor_conv: every tap of a group per cycle, PE outputs
+        return {"PE": node.params["w"].shape[0]}
+    if node.op in ("IntConv2d", "IntLinear"):
         w = node.params["w"]
         return {"PE": w.shape[0], "SIMD": _prod(w.shape[1:])}
     if node.op == "QDAttention":
@@ -82,6 +84,9 @@ def node_cost(node, shapes) -> dict:
     dsps = 0
     if node.op in ("MVAU", "XnorConv2d", "IntConv2d", "IntLinear"):
         dims = fold_dims(node, shapes)
+        if node.op == "XnorConv2d":                               # no SIMD folding: all C/G * k * k terms
+            dims["SIMD"] = _prod(node.params["w"].shape[1:])
+            simd = dims["SIMD"]
         vectors = _prod(out[:-1])                                 # output tokens of one image
         cycles = vectors * (dims["SIMD"] // simd) * (dims["PE"] // pe)
         wbits = WEIGHT_BITS[node.op]

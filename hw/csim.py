@@ -17,6 +17,7 @@ into ``.venv/ap_types``.
 from __future__ import annotations
 
 import hashlib
+import re
 import math
 import os
 import subprocess
@@ -89,6 +90,17 @@ class NodeCode:
     # pooled tokens); empty: every input has input 0's rows.  ``rows`` is input 0's.
     rows_in: tuple = ()
 
+    @property
+    def prototype(self) -> str:
+        ins = "".join(f"hls::stream<ap_uint<{s['elems'] * s['bits']}> > &in{i}, " for i, s in enumerate(self.inputs))
+        return f"void {self.fn}({ins}hls::stream<ap_uint<{self.out['elems'] * self.out['bits']}> > &out, unsigned rows)"
+
+
+def node_source(n: NodeCode) -> str:
+    """The translation unit of one node (its constants and process function), as a
+    generated HLS project holds it: templates/hls/node.cpp.j2."""
+    return _env().get_template("node.cpp.j2").render(n=n)
+
 
 def _hex_words(bits: np.ndarray) -> list[str]:
     """(n, width) 0/1 -> hex strings of width-bit words, element e at bit e."""
@@ -117,6 +129,12 @@ def c_int(bits: int) -> str:
     raise ValueError(f"a {bits}-bit constant does not fit in 64 bits")
 
 
+def rom_type(ctype: str, bits: int, signed: bool) -> str:
+    """A constant table's element type: ``ctype`` for g++, exactly ``bits`` wide under
+    synthesis (BHVIT_SWORD / BHVIT_UWORD of bhvit_fixed.hpp)."""
+    return f"BHVIT_{'S' if signed else 'U'}WORD({bits}, {ctype})"
+
+
 def _signed_bits(v) -> int:
     """Bits of the smallest signed type holding every value of v."""
     v = np.asarray(v, dtype=np.int64)
@@ -142,7 +160,7 @@ def mvau_code(name: str, w_bits, simd: int, pe: int, bipolar_in: bool = False) -
             rows.append("{" + ", ".join(f"0x{h}ULL" for h in words) + "}")
         else:
             rows.append("{" + ", ".join(f'ap_uint<{simd}>("{h}", 16)' for h in words) + "}")
-    wtype = "uint64_t" if simd <= 64 else f"ap_uint<{simd}>"
+    wtype = rom_type("uint64_t", simd, False) if simd <= 64 else f"ap_uint<{simd}>"
     code = (f"static const {wtype} {fn}_w[{pe}][{nf * sf}] = {{\n    " + ",\n    ".join(rows) + "};\n"
             f"void {fn}(hls::stream<ap_uint<{simd}> > &in0, hls::stream<ap_uint<{pe * ob}> > &out, unsigned rows) {{\n"
             f"    bhvit::mvau_xnor<{mw}, {mh}, {simd}, {pe}, {ob}>(in0, out, {fn}_w, rows);\n}}\n")
@@ -157,7 +175,7 @@ def threshold_code(name: str, thresholds, in_bits: int, pe: int, bipolar_out: bo
     lo, hi = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
     t = np.clip(t, lo, hi + 1)                # always / never: the compare is unchanged on [lo, hi]
     fn = c_name(name)
-    code = (f"static const {c_int(in_bits + 1)} {fn}_t[{pe}][{c // pe}] = {_table(t, pe)};\n"
+    code = (f"static const {rom_type(c_int(in_bits + 1), in_bits + 1, True)} {fn}_t[{pe}][{c // pe}] = {_table(t, pe)};\n"
             f"void {fn}(hls::stream<ap_uint<{pe * in_bits}> > &in0, hls::stream<ap_uint<{pe}> > &out, "
             f"unsigned rows) {{\n    bhvit::threshold_sign<{c}, {pe}, {in_bits}>(in0, out, {fn}_t, rows);\n}}\n")
     return NodeCode(name, fn, code, [stream(c, pe, in_bits, signed=True)], stream(c, pe, 1, bipolar=bipolar_out))
@@ -192,9 +210,10 @@ def fixed_code(name: str, kind: str, in_bits, signed, mults: dict, bias, shift: 
         raise ValueError(f"{name}: accumulator of {acc_bits} bits exceeds the 62 the golden model keeps exact")
     fn = c_name(name)
     inputs = [dict(bits=in_bits[i], signed=bool(signed[i]), lshift=lshifts[i], pc_k=pc_k[i]) for i in range(n)]
-    mlist = [dict(name=k, ctype=c_int(_signed_bits(v)), init=_table(v, pe)) for k, v in mults.items()]
+    mlist = [dict(name=k, ctype=rom_type(c_int(_signed_bits(v)), _signed_bits(v), True), init=_table(v, pe))
+             for k, v in mults.items()]
     code = _env().get_template("fixed_node.hpp.j2").render(
-        kind=kind, name=name, fn=fn, pe=pe, cf=c // pe, inputs=inputs, mults=mlist, bias_ctype=c_int(_signed_bits(bias)),
+        kind=kind, name=name, fn=fn, pe=pe, cf=c // pe, inputs=inputs, mults=mlist, bias_ctype=rom_type(c_int(_signed_bits(bias)), _signed_bits(bias), True),
         bias_rows=bias.shape[0], bias_init="{" + ", ".join(_table(row, pe) for row in bias) + "}",
         acc_bits=acc_bits, shift=shift, out_bits=out_bits)
     return NodeCode(name, fn, code, [stream(c, pe, in_bits[i], bool(signed[i])) for i in range(n)],
@@ -202,9 +221,15 @@ def fixed_code(name: str, kind: str, in_bits, signed, mults: dict, bias, shift: 
 
 
 # ---------------------------------------------------------------------- build + run
-def _compile(src: str, tag: str, inc: Path, lib_key: str, objects: bool = True) -> Path:
+def library_key() -> str:
+    """Hash of the kernel library (every file of templates/hls): part of every cache key."""
+    lib = "".join((TEMPLATES / f).read_text() for f in sorted(os.listdir(TEMPLATES)))
+    return hashlib.sha256(lib.encode()).hexdigest()
+
+
+def _compile(src: str, tag: str, inc: Path, lib_key: str, include_dirs=()) -> Path:
     """g++ one translation unit into build/csim/, cached by the hash of its source,
-    the library headers and the flags; returns the object file."""
+    ``lib_key`` (the headers it may include) and the flags; returns the object file."""
     key = hashlib.sha256("\n".join([src, lib_key, str(inc), " ".join(CXXFLAGS)]).encode()).hexdigest()[:16]
     obj = CACHE / f"{tag}-{key}.o"
     if obj.exists():
@@ -212,7 +237,8 @@ def _compile(src: str, tag: str, inc: Path, lib_key: str, objects: bool = True) 
     cpp = obj.with_suffix(".cpp")
     cpp.write_text(src)
     tmp = obj.with_suffix(".part")
-    cmd = ["g++", *CXXFLAGS, "-isystem", str(inc), "-I", str(TEMPLATES), "-c", str(cpp), "-o", str(tmp)]
+    incs = [a for d in include_dirs for a in ("-I", str(d))]
+    cmd = ["g++", *CXXFLAGS, "-isystem", str(inc), *incs, "-I", str(TEMPLATES), "-c", str(cpp), "-o", str(tmp)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise CsimError(f"g++ failed for {tag} ({cpp}):\n{res.stderr[-4000:]}")
@@ -230,9 +256,8 @@ def build(nodes: list[NodeCode], name: str, jobs: int | None = None, progress: b
     inc = ap_types_dir()
     CACHE.mkdir(parents=True, exist_ok=True)
     env = _env()
-    lib = "".join((TEMPLATES / f).read_text() for f in sorted(os.listdir(TEMPLATES)))
-    lib_key = hashlib.sha256(lib.encode()).hexdigest()
-    units = [(env.get_template("node_tb.cpp.j2").render(n=n), n.fn[:50]) for n in nodes]
+    lib_key = library_key()
+    units = [(node_source(n), n.fn[:50]) for n in nodes]
     units.append((env.get_template("main_tb.cpp.j2").render(nodes=nodes, name=name), "main"))
     with ThreadPoolExecutor(jobs or os.cpu_count() or 1) as pool:
         objs = list(tqdm(pool.map(lambda u: _compile(u[0], u[1], inc, lib_key), units), total=len(units),
@@ -292,7 +317,41 @@ def _dt(graph, tensor):
 def node_code(graph, node, channels: int, tokens_in: int = 0) -> NodeCode:
     """The C++ of one node of a :class:`hw.graph.Graph` whose output stream has
     ``channels`` values per row and whose first input ``tokens_in`` rows per
-    image, with its folding (PE / SIMD; 1 where unset)."""
+    image, with its folding (PE / SIMD; 1 where unset), and the memory each of
+    its constant tables is bound to."""
+    return bind_storage(_node_code(graph, node, channels, tokens_in))
+
+
+_TABLE = re.compile(r"static const (u?int(8|16|32|64)_t|ap_uint<(\d+)>|BHVIT_[SU]WORD\((\d+), \w+\)) (\w+)((?:\[\d+\])+)")
+_TYPE_BITS = {"8": 8, "16": 16, "32": 32, "64": 64}
+
+
+def storage_of(bits: int) -> str:
+    """BRAM for a table above 16 kbit (hw.cost's rule), LUTRAM below."""
+    from .cost import LUTRAM_MAX_BITS
+    return "bram" if bits > LUTRAM_MAX_BITS else "lutram"
+
+
+def bind_storage(n: NodeCode) -> NodeCode:
+    """Tell Vitis HLS where each constant table of the node lives: a ROM in BRAM or
+    in LUTRAM, chosen by its size as the cost model does (the pragmas open the
+    node's process function; g++ ignores them)."""
+    pragmas = []
+    for m in _TABLE.finditer(n.code):
+        width = int(m.group(3) or m.group(4) or _TYPE_BITS[m.group(2)])
+        bits = width * int(np.prod([int(d) for d in re.findall(r"\d+", m.group(6))]))
+        pragmas.append(f"#pragma HLS BIND_STORAGE variable={m.group(5)} type=rom_2p impl={storage_of(bits)}"
+                       f"  // {bits} bits")
+    head = f"void {n.fn}("
+    at = n.code.find(head)
+    if not pragmas or at < 0:
+        return n
+    brace = n.code.index("{\n", at) + 2
+    n.code = n.code[:brace] + "".join(p + "\n" for p in pragmas) + n.code[brace:]
+    return n
+
+
+def _node_code(graph, node, channels: int, tokens_in: int = 0) -> NodeCode:
     a, p = node.attrs, node.params
     pe = int(a.get("PE", 1))
     if node.op == "Thresholding":
@@ -362,7 +421,7 @@ def xnor_conv_code(name: str, w, h: int, w_: int, stride: int, pad: int, dilatio
     for oo in range(o):
         words = _hex_words(bits[oo])
         rows.append("{" + ", ".join(f"0x{x}ULL" if cg <= 64 else f'ap_uint<{cg}>("{x}", 16)' for x in words) + "}")
-    wtype = "uint64_t" if cg <= 64 else f"ap_uint<{cg}>"
+    wtype = rom_type("uint64_t", cg, False) if cg <= 64 else f"ap_uint<{cg}>"
     ho = (h + 2 * pad - dilation * (k - 1) - 1) // stride + 1
     wo = (w_ + 2 * pad - dilation * (k - 1) - 1) // stride + 1
     code = (f"static const {wtype} {fn}_w[{o}][{k * k}] = {{\n    " + ",\n    ".join(rows) + "};\n"
@@ -380,7 +439,7 @@ def lut_code(name: str, table, in_bits: int, channels: int, pe: int, out_bits: i
         raise ValueError(f"{name}: table of {table.size} entries for a {in_bits}-bit input")
     check_fold(name, "PE", channels, pe)
     fn = c_name(name)
-    ct = c_int(_signed_bits(table))
+    ct = rom_type(c_int(_signed_bits(table)), _signed_bits(table), True)
     code = (f"static const {ct} {fn}_table[{table.size}] = {{{', '.join(str(int(v)) for v in table)}}};\n"
             f"void {fn}(hls::stream<ap_uint<{pe * in_bits}> > &in0, hls::stream<ap_uint<{pe * out_bits}> > &out, "
             f"unsigned rows) {{\n    bhvit::lut<{channels}, {pe}, {in_bits}, {out_bits}>(in0, out, {fn}_table, rows);\n}}\n")

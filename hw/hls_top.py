@@ -243,9 +243,9 @@ def write_sources(d: TopDesign, folder: Path) -> dict:
         shutil.copyfile(csim.TEMPLATES / name, src / name)
     ctx = d.context()
     sources = []
-    for code, op in zip(d.nodes, d.ops):
+    for code in d.nodes:
         f = src / f"{code.fn}.cpp"
-        f.write_text(env.get_template("node.cpp.j2").render(n=code, op=op))
+        f.write_text(csim.node_source(code))
         sources.append(f)
     (src / f"{TOP}.hpp").write_text(env.get_template("top.hpp.j2").render(**ctx))
     top_cpp = src / f"{TOP}.cpp"
@@ -256,38 +256,29 @@ def write_sources(d: TopDesign, folder: Path) -> dict:
     return dict(sources=sources, tb=[tb_cpp], include=src)
 
 
-def _object(cpp: Path, inc: Path, include: Path, header_key: str) -> Path:
-    """g++ -c one project file, cached under build/csim by the hash of its text,
-    the project's headers and the flags (the node files of an unchanged node are
-    reused across runs and projects)."""
-    text = cpp.read_text()
-    key = hashlib.sha256("\n".join([text, header_key, str(inc), " ".join(csim.CXXFLAGS)]).encode()).hexdigest()[:16]
-    obj = csim.CACHE / f"top-{cpp.stem[:50]}-{key}.o"
-    if obj.exists():
-        return obj
-    tmp = obj.with_suffix(".part")
-    res = subprocess.run(["g++", *csim.CXXFLAGS, "-isystem", str(inc), "-I", str(include), "-c", str(cpp),
-                          "-o", str(tmp)], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise csim.CsimError(f"g++ failed for {cpp}:\n{res.stderr[-4000:]}")
-    tmp.replace(obj)
-    return obj
-
-
 def build(files: dict, jobs: int | None = None, progress: bool = True) -> Path:
-    """Compile a written project (in parallel, cached) and link its testbench."""
+    """Compile a written project (in parallel; each file cached under build/csim by the
+    hash of its text, so a node's object is shared with its per-node testbench and with
+    earlier projects) and link its testbench."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
     inc = csim.ap_types_dir()
     csim.CACHE.mkdir(parents=True, exist_ok=True)
     include = Path(files["include"])
-    header_key = hashlib.sha256("".join(p.read_text() for p in sorted(include.glob("*.hpp"))).encode()).hexdigest()
-    units = list(files["sources"]) + list(files["tb"])
+    lib_key = csim.library_key()
+    top_key = lib_key + hashlib.sha256((include / f"{TOP}.hpp").read_bytes()).hexdigest()
+    tops = {Path(f).name for f in files["tb"]} | {f"{TOP}.cpp"}
+    units = [(Path(f).read_text(), Path(f).stem[:50], Path(f).name in tops) for f in [*files["sources"], *files["tb"]]]
+
+    def compile_one(u):
+        text, tag, is_top = u
+        return csim._compile(text, tag, inc, top_key if is_top else lib_key, [include] if is_top else [])
+
     with ThreadPoolExecutor(jobs or os.cpu_count() or 1) as pool:
-        objs = list(tqdm(pool.map(lambda f: _object(Path(f), inc, include, header_key), units), total=len(units),
-                         desc="g++ (C simulation)", unit="file", disable=not progress))
-    exe = Path(files["include"]).parent / "csim" / f"{TOP}_tb"
+        objs = list(tqdm(pool.map(compile_one, units), total=len(units), desc="g++ (C simulation)", unit="file",
+                         disable=not progress))
+    exe = include.parent / "csim" / f"{TOP}_tb"
     exe.parent.mkdir(exist_ok=True)
     tmp = exe.with_suffix(".part")
     res = subprocess.run(["g++", *map(str, objs), "-o", str(tmp)], capture_output=True, text=True)

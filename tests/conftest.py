@@ -23,3 +23,26 @@ def shipped_net(shipped):
     from hw.intnet import IntNet, QuantSpec
     model, train, _ = shipped
     return IntNet.from_model(model, train.images[:64], train.mean, train.std, QuantSpec(act_bits=10, lut_bits=10))
+
+
+@pytest.fixture(scope="session")
+def shipped_intnet_file(shipped_net, tmp_path_factory):
+    """shipped_net saved as `make golden` writes it (for the command lines' --intnet)."""
+    path = tmp_path_factory.mktemp("intnet") / "intnet.npz"
+    shipped_net.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shipped_pynq_graph(shipped_net):
+    """A copy of shipped_net's graph with the folding `make hls BOARD=pynq-z2` chooses by
+    default (so per-node C simulation and the whole-top flow share compiled nodes)."""
+    import copy
+
+    from flows.boards import get_board
+    from flows.hls import DEFAULT_MAX_UTIL, DEFAULT_TARGET_CYCLES, fold_for_board
+    g = copy.deepcopy(shipped_net.graph)
+    size = shipped_net.cfg.img_size
+    fold_for_board(g, (size, size, shipped_net.cfg.in_chans), get_board("pynq-z2"), DEFAULT_TARGET_CYCLES,
+                   DEFAULT_MAX_UTIL)
+    return g

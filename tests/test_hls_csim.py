@@ -154,11 +154,13 @@ def test_shipped_affine_and_rprelu_nodes_in_csim_equal_the_golden_streams(shippe
         assert np.array_equal(got, trace[node.outputs[0]].reshape(got.shape)), node.name
 
 
-def test_every_node_of_the_shipped_graph_in_csim_equals_golden(shipped_net, shipped):
-    """Every node of the shipped graph (all 188: every op type has a kernel), compiled into
-    one testbench (one translation unit per node, a few minutes of g++ on 2 cores), each
-    fed the golden input streams of 8 test images: every output equals golden."""
-    g = shipped_net.graph
+def test_every_node_of_the_shipped_graph_in_csim_equals_golden(shipped_pynq_graph, shipped):
+    """Every node of the shipped graph (all 188: every op type has a kernel) with the folding
+    `make hls BOARD=pynq-z2` chooses, compiled into one testbench (one translation unit per
+    node, a few minutes of g++ on 2 cores), each fed the golden input streams of 8 test
+    images: every output equals golden."""
+    g = shipped_pynq_graph
+    assert any(int(n.attrs.get("PE", 1)) > 1 for n in g.nodes)       # folded, not all PE = 1
     assert {n.op for n in g.nodes} <= set(csim.SUPPORTED)
     images = shipped[2].images[:8].numpy().transpose(0, 2, 3, 1)
     res = csim.check_graph_nodes(g, images)
@@ -389,3 +391,23 @@ def test_inconsistent_input_rows_and_bad_foldings_are_reported():
         csim.int_linear_code("fc", np.ones((10, 256)), np.zeros(10), 13, True, 3, 1, 25)
     with pytest.raises(csim.FoldingError, match="ln: PE=5 does not divide 128"):
         csim.layernorm_code("ln", np.ones(128), np.zeros(128), 1, 30, 30, 10, True, 10, 5)
+
+
+def test_exact_width_tables_of_synthesis_give_the_same_results(monkeypatch):
+    """Under synthesis the constant tables are ap_int / ap_uint of their exact width (not
+    the C integers g++ builds with): kernels built that way equal golden too."""
+    from hw.kernels.binary import xnor_popcount_dot
+    from hw.kernels.fixed import affine_sum
+    monkeypatch.setattr(csim, "CXXFLAGS", [*csim.CXXFLAGS, "-DBHVIT_EXACT_TABLES"])
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 2, (6, 12))
+    w = rng.integers(0, 2, (8, 12))
+    code = csim.bind_storage(csim.mvau_code("exact_mvau", w, 4, 2))
+    assert "BHVIT_UWORD(4, uint64_t)" in code.code and "impl=lutram" in code.code
+    assert np.array_equal(csim.simulate(code, x), (xnor_popcount_dot(x.astype(bool), w.astype(bool)) + 12) // 2)
+    t = rng.integers(-600, 600, 8)
+    xs = rng.integers(-512, 512, (6, 8))
+    assert np.array_equal(csim.threshold_sign(xs, t, 10, 4, name="exact_thr"), (threshold(xs, t) + 1) // 2)
+    m, b = rng.integers(-3000, 3000, 8), rng.integers(-9000, 9000, 8)
+    got = csim.fixed_node("affine", [xs], [10], [True], {"m0": m}, b, 5, 10, 2, name="exact_affine")
+    assert np.array_equal(got, affine_sum([(xs, m, 0)], b, 5, 10))

@@ -111,7 +111,7 @@ void qd_attention(hls::stream<ap_uint<C> > &q, hls::stream<ap_uint<C> > &k, hls:
     constexpr unsigned DV = C / HEADS;
     constexpr unsigned TB = EB + bits_for(N);            // total <= N max(E)
     constexpr unsigned CB = TB + bits_for(2 * L) + 1;    // both sides of the level compare
-    static ap_uint<C> qbuf[N], kbuf[N], vbuf[N];
+    ap_uint<C> qbuf[N], kbuf[N], vbuf[N];
     ap_uint<EB> e[N];
 #pragma HLS ARRAY_PARTITION variable=e cyclic factor=PE
     for (unsigned win = 0; win < windows; win++) {

@@ -105,7 +105,7 @@ void xnor_conv(hls::stream<ap_uint<C> > &in, hls::stream<ap_uint<PE * OB> > &out
     constexpr unsigned CG = C / G;
     constexpr unsigned HO = (H + 2 * P - D * (K - 1) - 1) / S + 1;
     constexpr unsigned WO = (W + 2 * P - D * (K - 1) - 1) / S + 1;
-    static ap_uint<C> buf[H * W];
+    ap_uint<C> buf[H * W];
     for (unsigned img = 0; img < images; img++) {
         read_words<H * W>(in, buf);
         for (unsigned ho = 0; ho < HO; ho++) {

@@ -4,6 +4,20 @@
 #include <ap_int.h>
 #include <hls_stream.h>
 
+// Constant tables (weights, thresholds, multipliers) are declared with these:
+// plain C integers for g++ (an ap_int array initialiser costs a static
+// constructor per element, which made large tables take minutes to compile),
+// their exact width under synthesis, so that a ROM is no wider than its data.
+// BHVIT_EXACT_TABLES selects the synthesis types in C simulation too (a test
+// builds kernels that way: the open ap_types headers refuse __SYNTHESIS__).
+#if defined(__SYNTHESIS__) || defined(BHVIT_EXACT_TABLES)
+#define BHVIT_UWORD(W, CT) ap_uint<W>
+#define BHVIT_SWORD(W, CT) ap_int<W>
+#else
+#define BHVIT_UWORD(W, CT) CT
+#define BHVIT_SWORD(W, CT) CT
+#endif
+
 namespace bhvit {
 
 // y = saturate_OB(floor(acc / 2**S + 1/2)) for S > 0, saturate_OB(acc << -S) otherwise.

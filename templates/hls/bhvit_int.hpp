@@ -30,7 +30,7 @@ void int_conv(hls::stream<ap_uint<CIN * 8> > &in, hls::stream<ap_uint<PE * OB> >
     static_assert(H >= K && W >= K, "the kernel must fit in the image");
     constexpr unsigned SF = T / SIMD, NF = O / PE;
     constexpr unsigned HO = (H - K) / S + 1, WO = (W - K) / S + 1;
-    static ap_uint<CIN * 8> buf[H * W];
+    ap_uint<CIN * 8> buf[H * W];
     ap_int<AB> acc[PE];
 #pragma HLS ARRAY_PARTITION variable=acc complete
     for (unsigned img = 0; img < images; img++) {

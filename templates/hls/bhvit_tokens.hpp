@@ -2,6 +2,9 @@
 // tokens of an H x W map in row-major order, each row C channels folded into
 // C/PE words of PE fields.  Golden semantics: hw/kernels/shift.py (box_sum,
 // channel_mix) and hw/kernels/tokens.py (repeat_channels, group_sum_channels).
+// Map and window buffers (here and in the other kernel headers) are plain
+// locals, not statics: two nodes with the same template arguments are two
+// dataflow processes and must not share one memory.
 #pragma once
 #include <ap_int.h>
 #include <hls_stream.h>
@@ -19,7 +22,7 @@ void shift_box(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB> 
     static_assert(C % PE == 0, "PE must divide the channel count");
     constexpr unsigned CF = C / PE;
     constexpr unsigned L = ALONG_H ? H : W;
-    static ap_uint<PE * IB> buf[H * W * CF];
+    ap_uint<PE * IB> buf[H * W * CF];
     for (unsigned img = 0; img < images; img++) {
         read_words<H * W * CF>(in, buf);
         for (unsigned h = 0; h < H; h++) {
@@ -50,7 +53,7 @@ template <unsigned H, unsigned W, unsigned C, unsigned PE, unsigned B, unsigned 
 void shift_mix(hls::stream<ap_uint<PE * B> > &in, hls::stream<ap_uint<PE * B> > &out, unsigned images) {
     static_assert((C / 4) % PE == 0 && C % 4 == 0, "PE must divide C/4");
     constexpr unsigned CF = C / PE, QF = (C / 4) / PE;
-    static ap_uint<PE * B> buf[H * W * CF];
+    ap_uint<PE * B> buf[H * W * CF];
     for (unsigned img = 0; img < images; img++) {
         read_words<H * W * CF>(in, buf);
         for (unsigned h = 0; h < H; h++) {
@@ -122,7 +125,7 @@ template <unsigned H, unsigned W, unsigned C, unsigned PE, unsigned IB, bool SIG
 void token_pool(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB> > &out, unsigned images) {
     static_assert(C % PE == 0 && H % K == 0 && W % K == 0, "PE must divide C, K must divide the map");
     constexpr unsigned CF = C / PE;
-    static ap_uint<PE * IB> buf[H * W * CF];
+    ap_uint<PE * IB> buf[H * W * CF];
     for (unsigned img = 0; img < images; img++) {
         read_words<H * W * CF>(in, buf);
         for (unsigned bh = 0; bh < H / K; bh++) {
@@ -206,8 +209,8 @@ void attention_tokens(hls::stream<ap_uint<PE * B> > &in, hls::stream<ap_uint<PE 
                       hls::stream<ap_uint<PE * B> > &out, unsigned images) {
     static_assert(C % PE == 0 && H % WIN == 0 && W % WIN == 0, "PE must divide C, WIN the map");
     constexpr unsigned CF = C / PE, L = WIN * WIN;
-    static ap_uint<PE * B> buf[H * W * CF];
-    static ap_uint<PE * B> pbuf[P > 0 ? P * CF : 1];
+    ap_uint<PE * B> buf[H * W * CF];
+    ap_uint<PE * B> pbuf[P > 0 ? P * CF : 1];
     for (unsigned img = 0; img < images; img++) {
         read_words<H * W * CF>(in, buf);
         read_words<P * CF>(pooled, pbuf);
@@ -232,7 +235,7 @@ template <unsigned H, unsigned W, unsigned WIN, unsigned P, unsigned C, unsigned
 void window_reverse(hls::stream<ap_uint<PE * B> > &in, hls::stream<ap_uint<PE * B> > &out, unsigned images) {
     static_assert(C % PE == 0 && H % WIN == 0 && W % WIN == 0, "PE must divide C, WIN the map");
     constexpr unsigned CF = C / PE, L = WIN * WIN;
-    static ap_uint<PE * B> band[WIN * W * CF];
+    ap_uint<PE * B> band[WIN * W * CF];
     for (unsigned img = 0; img < images; img++) {
         for (unsigned wy = 0; wy < H / WIN; wy++) {
             for (unsigned wx = 0; wx < W / WIN; wx++) {
@@ -263,7 +266,7 @@ void pooled_upsample(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE 
     static_assert(H % SIDE == 0 && W % SIDE == 0 && H / SIDE == W / SIDE, "one upsampling factor for both axes");
     constexpr unsigned CF = C / PE, L = WIN * WIN, P = SIDE * SIDE, F = H / SIDE;
     constexpr unsigned NWIN = (H / WIN) * (W / WIN);
-    static ap_uint<PE * OB> acc[P * CF];
+    ap_uint<PE * OB> acc[P * CF];
     for (unsigned img = 0; img < images; img++) {
         for (unsigned win = 0; win < NWIN; win++) {
             for (unsigned t = 0; t < L + P; t++) {

@@ -1,0 +1,87 @@
+"""`make hls` (flows/hls.py) end to end on the shipped model, and its error paths.
+
+The whole dataflow top of the shipped PYNQ-Z2 design is compiled with its testbench
+(the nodes' objects come from the per-node C simulation test's cache) and must give
+the golden logits on 200 Fashion-MNIST test images; the written project must hold
+everything Vitis HLS and Vivado need.
+"""
+import json
+
+import numpy as np
+import pytest
+
+from flows import hls
+from flows.tcl import tcl_syntax_ok
+from tests.conftest import CKPT
+
+
+def _run(capsys, *args):
+    rc = hls.main([*map(str, args)])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_unknown_board_lists_the_known_ones(capsys, tmp_path):
+    rc, _, err = _run(capsys, "--board", "pynq-z3", "--ckpt", CKPT, "--out", tmp_path)
+    assert rc == 2
+    for b in ("pynq-z2", "pynq-z1", "ultra96-v2", "zcu104", "kv260"):
+        assert b in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_folding_that_does_not_divide_names_node_and_legal_values(capsys, tmp_path, shipped_intnet_file):
+    fold = tmp_path / "folding.json"
+    fold.write_text(json.dumps({"stages.0.0.mlp.fc1.linear": {"PE": 3}}))
+    out = tmp_path / "proj"
+    rc, _, err = _run(capsys, "--ckpt", CKPT, "--intnet", shipped_intnet_file, "--folding", fold, "--out", out)
+    assert rc == 2
+    assert "stages.0.0.mlp.fc1.linear" in err and "PE=3" in err and "1, 2, 4, 8, 16, 32, 64, 128" in err
+    assert not (out / "src").exists()
+
+
+def test_design_over_the_device_is_reported_before_any_code(capsys, tmp_path, shipped_intnet_file,
+                                                            shipped_pynq_graph):
+    # every matrix unit fully parallel: far beyond the xc7z020's LUTs
+    from hw.cost import fold_dims
+    from hw.onnx_graph import stream_shapes
+    shapes = stream_shapes(shipped_pynq_graph, 1, (32, 32, 1))
+    fold = {n.name: fold_dims(n, shapes) for n in shipped_pynq_graph.nodes if n.op in ("MVAU", "XnorConv2d")}
+    path = tmp_path / "folding.json"
+    path.write_text(json.dumps(fold))
+    out = tmp_path / "proj"
+    rc, _, err = _run(capsys, "--ckpt", CKPT, "--intnet", shipped_intnet_file, "--folding", path, "--out", out)
+    assert rc == 2
+    assert "over pynq-z2's resources" in err and "of   53,200" in err and "<-- over" in err
+    assert not (out / "src").exists() and not (out / "vitis_hls.tcl").exists()
+
+
+def test_make_hls_pynq_z2_csim_equals_golden_on_200_images(capsys, tmp_path, shipped_intnet_file, shipped,
+                                                           shipped_pynq_graph):
+    from hw.graph import run
+    out = tmp_path / "proj"
+    rc, stdout, _ = _run(capsys, "--ckpt", CKPT, "--intnet", shipped_intnet_file, "--csim-images", 200, "--out", out)
+    assert rc == 0, stdout
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["csim"]["images"] == 200 and rep["csim"]["equal"] and rep["csim"]["mismatched_images"] == 0
+    # the testbench's logits are the golden model's, independently recomputed here
+    images = shipped[2].images[:200].numpy().transpose(0, 2, 3, 1)
+    assert np.array_equal(np.load(out / "csim" / "logits.npy"), run(shipped_pynq_graph, images))
+    # the project: one source per node + the top, its header, the testbench and its data, the scripts
+    assert len(list((out / "src").glob("node_*.cpp"))) == 188
+    for f in ("src/bhvit_top.cpp", "src/bhvit_top.hpp", "src/bhvit.hpp", "tb/bhvit_top_tb.cpp", "tb/images.npy",
+              "tb/expected.npy", "folding.json", "report.md", "report.png"):
+        assert (out / f).exists(), f
+    for script in ("vitis_hls.tcl", "vivado.tcl"):
+        ok, msg = tcl_syntax_ok((out / script).read_text())
+        assert ok, msg
+    assert "xc7z020clg400-1" in (out / "vitis_hls.tcl").read_text()
+    top = (out / "src/bhvit_top.cpp").read_text()
+    assert "#pragma HLS DATAFLOW" in top and "axis port=in_stream" in top and "s_axilite port=images" in top
+    # without the vendor tools the report says so and what to run
+    assert rep["vendor"] == {"vitis_hls": "not on PATH: skipped", "vivado": "not on PATH: skipped"}
+    assert "vitis_hls -f vitis_hls.tcl" in stdout
+    # the folding it wrote is re-usable as is (same sources: compiled objects are reused)
+    rc, stdout, _ = _run(capsys, "--ckpt", CKPT, "--intnet", shipped_intnet_file, "--folding", out / "folding.json",
+                         "--csim-images", 3, "--out", tmp_path / "again")
+    assert rc == 0, stdout
+    assert (tmp_path / "again/src/bhvit_top.cpp").read_text() == top
