@@ -96,8 +96,9 @@ def _csim_data(graph, test, n: int):
     return images, run(graph, images)
 
 
-def vendor_commands(folder: Path) -> list:
-    return [f"cd {folder} && vitis_hls -f vitis_hls.tcl", f"cd {folder} && vivado -mode batch -source vivado.tcl"]
+def vendor_commands(folder: Path | None = None) -> list:
+    cd = f"cd {folder} && " if folder else ""
+    return [f"{cd}vitis_hls -f vitis_hls.tcl", f"{cd}vivado -mode batch -source vivado.tcl"]
 
 
 def run_vendor(folder: Path, log) -> dict:
@@ -127,7 +128,7 @@ def write_report(folder: Path, res: dict) -> None:
           f"Command: `{res['command']}`", "",
           f"Folding: {res['folding_source']}; bottleneck `{cost['bottleneck']}` at {cost['cycles_per_image']:,} "
           f"cycles/image -> **{cost['images_per_s']:,.0f} images/s** at {b['clock_mhz']:.0f} MHz (cost model); "
-          f"pipeline latency ~{cost['latency_cycles']:,} cycles.", "",
+          f"latency of one image at most ~{cost['latency_cycles']:,} cycles (every node's cycles in sequence).", "",
           "| resource | estimated | device | utilisation |", "|---|---|---|---|"]
     for k in ("luts", "bram36", "dsps"):
         md.append(f"| {k.upper()} | {est['used'][k]:,} | {est['available'][k]:,} | {100 * est['utilisation'][k]:.1f} % |")
@@ -140,7 +141,7 @@ def write_report(folder: Path, res: dict) -> None:
            f"build {cs['build_s']:.0f} s, run {cs['run_s']:.1f} s.", "",
            "Vendor steps: " + "; ".join(f"`{k}`: {v}" for k, v in res["vendor"].items()) + ".", ""]
     if any(v.startswith("not on PATH") for v in res["vendor"].values()):
-        md += ["Where Vitis HLS and Vivado are installed:", "", "```", *vendor_commands(Path(".")), "```", ""]
+        md += ["Where Vitis HLS and Vivado are installed, in this folder:", "", "```", *vendor_commands(), "```", ""]
     md += ["Slowest nodes:", "", "| node | op | PE | SIMD | cycles/image |", "|---|---|---|---|---|"]
     for r in sorted(cost["nodes"], key=lambda r: -r["cycles"])[:10]:
         md.append(f"| {r['name']} | {r['op']} | {r['PE']} | {r['SIMD'] or ''} | {r['cycles']:,} |")
