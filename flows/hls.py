@@ -205,7 +205,7 @@ def main(argv=None) -> int:
     from hw import csim, hls_top
     from hw.cli import HwInputError, load_inputs
     from hw.cost import FoldingError, check_folding
-    from hw.export import apply_folding, folding_of
+    from hw.export import apply_folding_file, folding_of
     from hw.onnx_graph import stream_shapes
     try:
         inp = load_inputs(a, f"hls_{board.name}")
@@ -217,12 +217,9 @@ def main(argv=None) -> int:
     image_shape = (model.cfg.img_size, model.cfg.img_size, model.cfg.in_chans)
     try:
         if a.folding:
-            fpath = Path(a.folding)
-            if not fpath.exists():
-                raise FoldingError(f"folding file {fpath} does not exist (`make hls` writes one: folding.json)")
-            apply_folding(graph, json.loads(fpath.read_text()))
+            apply_folding_file(graph, a.folding, "`make hls`")
             check_folding(graph, stream_shapes(graph, 1, image_shape))
-            source = f"from {fpath}"
+            source = f"from {a.folding}"
         else:
             fb = fold_for_board(graph, image_shape, board, a.target_cycles, a.max_util)
             source = (f"hw.cost.fold_for_target at {fb['target_cycles']:,} cycles/image"
@@ -237,7 +234,7 @@ def main(argv=None) -> int:
                                       + "\n  ".join(resource_lines(est, a.max_util))
                                       + "\nFold it less (fewer PE / SIMD in the folding JSON, or a larger "
                                         "--target-cycles) or choose a larger board.")
-    except (FoldingError, csim.FoldingError, DesignTooLargeError, hls_top.DesignError) as exc:
+    except (FoldingError, DesignTooLargeError, hls_top.DesignError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cost = est["cost"]

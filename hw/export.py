@@ -56,6 +56,14 @@ def apply_folding(graph: Graph, folding: dict) -> None:
                 names[name].attrs[k] = int(f[k])
 
 
+def apply_folding_file(graph: Graph, path, written_by: str) -> None:
+    """apply_folding from a JSON file; a missing file says which command writes one."""
+    path = Path(path)
+    if not path.exists():
+        raise FoldingError(f"folding file {path} does not exist ({written_by} writes one: folding.json)")
+    apply_folding(graph, json.loads(path.read_text()))
+
+
 def folding_of(graph: Graph) -> dict:
     return {n.name: {k: int(n.attrs[k]) for k in ("PE", "SIMD") if k in n.attrs} for n in graph.nodes}
 
@@ -220,10 +228,7 @@ def main(argv=None) -> int:
     image_shape = (model.cfg.img_size, model.cfg.img_size, model.cfg.in_chans)
     try:
         if a.folding:
-            fpath = Path(a.folding)
-            if not fpath.exists():
-                raise FoldingError(f"folding file {fpath} does not exist (an export writes one: folding.json)")
-            apply_folding(graph, json.loads(fpath.read_text()))
+            apply_folding_file(graph, a.folding, "`make export`")
         else:
             fold_for_target(graph, image_shape, a.target_cycles)
         check_folding(graph, stream_shapes(graph, 1, image_shape))

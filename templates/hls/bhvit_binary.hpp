@@ -69,13 +69,7 @@ void mvau_xnor(hls::stream<ap_uint<SIMD> > &in, hls::stream<ap_uint<PE * OB> > &
         for (unsigned nf = 0; nf < NF; nf++) {
             for (unsigned sf = 0; sf < SF; sf++) {
 #pragma HLS PIPELINE II=1
-                ap_uint<SIMD> x;
-                if (nf == 0) {
-                    x = in.read();
-                    buf[sf] = x;
-                } else {
-                    x = buf[sf];
-                }
+                const ap_uint<SIMD> x = read_or_replay(in, buf, nf, sf);
                 ap_uint<PE * OB> word = 0;
                 for (unsigned pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL

@@ -57,4 +57,14 @@ void read_words(hls::stream<T> &in, T buf[N]) {
     }
 }
 
+// The matrix kernels' input vector (FINN's MVAU input buffer): fold sf of it is
+// read from the stream during the first output fold (nf == 0) and replayed
+// from buf during the others.
+template <typename T>
+T read_or_replay(hls::stream<T> &in, T *buf, unsigned nf, unsigned sf) {
+#pragma HLS INLINE
+    if (nf == 0) buf[sf] = in.read();
+    return buf[sf];
+}
+
 }  // namespace bhvit
