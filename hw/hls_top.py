@@ -65,7 +65,6 @@ class Process:
 class TopDesign:
     model: str
     nodes: list                      # NodeCode, graph order
-    ops: list                        # op type of each node
     channels: list = field(default_factory=list)
     processes: list = field(default_factory=list)
     helpers: list = field(default_factory=list)      # C++ functions of the top file (the fan-outs)
@@ -82,10 +81,6 @@ class TopDesign:
     @property
     def in_values(self) -> int:
         return int(np.prod(self.in_shape))
-
-    @property
-    def fifo_bits(self) -> int:
-        return sum(c.bits * c.depth for c in self.channels)
 
     def context(self) -> dict:
         per_beat = IN_AXIS_BITS // self.in_bits
@@ -115,7 +110,7 @@ def design(graph: Graph, image_shape, model: str = "model") -> TopDesign:
     per_image = dict(shapes)
     per_image[graph.input] = (int(np.prod(image_shape[:-1])), int(image_shape[-1]))
     codes = [csim.node_code(graph, n, per_image[n.outputs[0]][-1], _rows(per_image[n.inputs[0]])) for n in graph.nodes]
-    d = TopDesign(model, codes, [n.op for n in graph.nodes], in_shape=tuple(image_shape))
+    d = TopDesign(model, codes, in_shape=tuple(image_shape))
     consumers: dict = {}
     for n, code in zip(graph.nodes, codes):
         for i, t in enumerate(n.inputs):
