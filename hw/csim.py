@@ -527,7 +527,7 @@ def int_conv_code(name: str, w, h: int, w_: int, stride: int, simd: int, pe: int
         raise ValueError(f"{name}: {out_bits} output bits cannot hold the sums (up to {bound})")
     fn = c_name(name)
     ho, wo = (h - k) // stride + 1, (w_ - k) // stride + 1
-    code = (f"static const {c_int(_signed_bits(w))} {fn}_w[{pe}][{(o // pe) * (t // simd)}][{simd}] = "
+    code = (f"static const {rom_type(c_int(_signed_bits(w)), _signed_bits(w), True)} {fn}_w[{pe}][{(o // pe) * (t // simd)}][{simd}] = "
             f"{_fold_table(w.reshape(o, t), pe, simd)};\n"
             f"void {fn}(hls::stream<ap_uint<{cin * 8}> > &in0, hls::stream<ap_uint<{pe * out_bits}> > &out, "
             f"unsigned rows) {{\n    bhvit::int_conv<{h}, {w_}, {cin}, {o}, {k}, {stride}, {simd}, {pe}, "
@@ -551,9 +551,9 @@ def int_linear_code(name: str, w, bias, in_bits: int, in_signed: bool, simd: int
     bound = int(np.abs(w).sum(1).max(initial=0)) * xmax + int(np.abs(bias).max(initial=0))
     fn = c_name(name)
     sg = "true" if in_signed else "false"
-    code = (f"static const {c_int(_signed_bits(w))} {fn}_w[{pe}][{(n // pe) * (kk // simd)}][{simd}] = "
+    code = (f"static const {rom_type(c_int(_signed_bits(w)), _signed_bits(w), True)} {fn}_w[{pe}][{(n // pe) * (kk // simd)}][{simd}] = "
             f"{_fold_table(w, pe, simd)};\n"
-            f"static const {c_int(_signed_bits(bias))} {fn}_b[{pe}][{n // pe}] = {_table(bias, pe)};\n"
+            f"static const {rom_type(c_int(_signed_bits(bias)), _signed_bits(bias), True)} {fn}_b[{pe}][{n // pe}] = {_table(bias, pe)};\n"
             f"void {fn}(hls::stream<ap_uint<{simd * in_bits}> > &in0, hls::stream<ap_uint<{pe * out_bits}> > &out, "
             f"unsigned rows) {{\n    bhvit::int_linear<{kk}, {n}, {simd}, {pe}, {in_bits}, {sg}, {bound.bit_length() + 2}, "
             f"{out_bits}>(in0, out, {fn}_w, {fn}_b, rows);\n}}\n")
@@ -573,8 +573,8 @@ def layernorm_code(name: str, gmul, bias, eps: int, r_bits: int, shift: int, in_
     acc_bits = ((1 << r_bits) * int(np.abs(gmul).max(initial=0)) + int(np.abs(bias).max(initial=0))).bit_length() + 2
     fn = c_name(name)
     sg = "true" if in_signed else "false"
-    code = (f"static const {c_int(_signed_bits(gmul))} {fn}_g[{pe}][{c // pe}] = {_table(gmul, pe)};\n"
-            f"static const {c_int(_signed_bits(bias))} {fn}_b[{pe}][{c // pe}] = {_table(bias, pe)};\n"
+    code = (f"static const {rom_type(c_int(_signed_bits(gmul)), _signed_bits(gmul), True)} {fn}_g[{pe}][{c // pe}] = {_table(gmul, pe)};\n"
+            f"static const {rom_type(c_int(_signed_bits(bias)), _signed_bits(bias), True)} {fn}_b[{pe}][{c // pe}] = {_table(bias, pe)};\n"
             f"void {fn}(hls::stream<ap_uint<{pe * in_bits}> > &in0, hls::stream<ap_uint<{pe * out_bits}> > &out, "
             f"unsigned rows) {{\n    bhvit::layernorm<{c}, {pe}, {in_bits}, {sg}, {out_bits}, {r_bits}, {shift}, "
             f"{int(eps)}ULL, {acc_bits}>(in0, out, {fn}_g, {fn}_b, rows);\n}}\n")
@@ -599,7 +599,7 @@ def qd_attention_code(name: str, table, heads: int, levels: int, channels: int, 
         raise ValueError(f"{name}: {out_bits} output bits cannot hold +-{levels * tokens}")
     fn = c_name(name)
     eb = max(int(table.max(initial=0)).bit_length(), 1)
-    code = (f"static const {c_int(eb + 1)} {fn}_table[{table.size}] = {{{', '.join(str(int(v)) for v in table)}}};\n"
+    code = (f"static const {rom_type(c_int(eb + 1), eb + 1, True)} {fn}_table[{table.size}] = {{{', '.join(str(int(v)) for v in table)}}};\n"
             f"void {fn}(hls::stream<ap_uint<{channels}> > &in0, hls::stream<ap_uint<{channels}> > &in1, "
             f"hls::stream<ap_uint<{channels}> > &in2, hls::stream<ap_uint<{d * out_bits}> > &out, unsigned rows) {{\n"
             f"    bhvit::qd_attention<{tokens}, {channels}, {heads}, {levels}, {pe}, {eb}, {out_bits}>"

@@ -411,3 +411,8 @@ def test_exact_width_tables_of_synthesis_give_the_same_results(monkeypatch):
     m, b = rng.integers(-3000, 3000, 8), rng.integers(-9000, 9000, 8)
     got = csim.fixed_node("affine", [xs], [10], [True], {"m0": m}, b, 5, 10, 2, name="exact_affine")
     assert np.array_equal(got, affine_sum([(xs, m, 0)], b, 5, 10))
+    from hw.kernels.fixed import int_matmul
+    wt, bias = rng.integers(-128, 128, (4, 8)), rng.integers(-10 ** 5, 10 ** 5, 4)
+    code = csim.int_linear_code("exact_ilin", wt, bias, 10, True, 4, 2, 24)
+    assert "BHVIT_SWORD(8, int8_t)" in code.code
+    assert np.array_equal(csim.simulate(code, xs), int_matmul(xs, wt) + bias)
