@@ -85,3 +85,23 @@ def test_make_hls_pynq_z2_csim_equals_golden_on_200_images(capsys, tmp_path, shi
                          "--csim-images", 3, "--out", tmp_path / "again")
     assert rc == 0, stdout
     assert (tmp_path / "again/src/bhvit_top.cpp").read_text() == top
+
+
+def test_vendor_tools_on_path_are_run_in_order(tmp_path, monkeypatch):
+    """With (stand-in) vitis_hls and vivado on PATH, run_vendor runs the HLS script, then the
+    Vivado script, in the project folder; a failing vitis_hls stops before vivado."""
+    import os
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    for tool in ("vitis_hls", "vivado"):
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $* in $(pwd)" >> {log}\nexit ${{FAIL_{tool.upper()}:-0}}\n')
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    assert hls.run_vendor(proj, print) == {"vitis_hls": "ok", "vivado": "ok"}
+    assert log.read_text().splitlines() == [f"vitis_hls -f vitis_hls.tcl in {proj}",
+                                            f"vivado -mode batch -source vivado.tcl in {proj}"]
+    monkeypatch.setenv("FAIL_VITIS_HLS", "1")
+    res = hls.run_vendor(proj, print)
+    assert res["vitis_hls"].startswith("failed (exit 1") and res["vivado"].startswith("skipped")
