@@ -57,8 +57,12 @@ class Channel:
 
 @dataclass
 class Process:
-    call: str
+    call: str                    # the HLS statement (empty in an RTL design)
     comment: str
+    kind: str = "node"           # node | fanout | refold | axis_in | axis_out
+    ins: list = field(default_factory=list)      # channel vars read
+    outs: list = field(default_factory=list)     # channel vars written
+    params: dict = field(default_factory=dict)   # node: its code; refold: sizes
 
 
 @dataclass
@@ -73,6 +77,8 @@ class TopDesign:
     out_values: int = 0
     out_bits: int = 0
     out_signed: bool = True
+    in_fmt: dict = field(default_factory=dict)       # stream() format of the first node's pixel input
+    out_fmt: dict = field(default_factory=dict)      # and of the last node's output
 
     @property
     def out_axis_bits(self) -> int:
@@ -100,8 +106,12 @@ def _var(name: str) -> str:
     return "s_" + "".join(ch if ch.isalnum() else "_" for ch in name)
 
 
-def design(graph: Graph, image_shape, model: str = "model") -> TopDesign:
-    """The dataflow top of a folded graph (PE / SIMD read from its nodes)."""
+def design(graph: Graph, image_shape, model: str = "model", codegen=None) -> TopDesign:
+    """The dataflow top of a folded graph (PE / SIMD read from its nodes).  ``codegen``
+    makes a node's code (default hw.csim.node_code, the HLS backend; hw.rtlsim.node_rtl
+    gives the RTL netlist): anything with the node's input and output stream formats."""
+    codegen = codegen or csim.node_code
+    hls = codegen is csim.node_code
     from qonnx.core.datatype import DataType
 
     from .onnx_graph import stream_shapes
@@ -109,7 +119,7 @@ def design(graph: Graph, image_shape, model: str = "model") -> TopDesign:
     # per image: (rows, width) of the pixel stream; token streams keep their leading axes (1 or windows)
     per_image = dict(shapes)
     per_image[graph.input] = (int(np.prod(image_shape[:-1])), int(image_shape[-1]))
-    codes = [csim.node_code(graph, n, per_image[n.outputs[0]][-1], _rows(per_image[n.inputs[0]])) for n in graph.nodes]
+    codes = [codegen(graph, n, per_image[n.outputs[0]][-1], _rows(per_image[n.inputs[0]])) for n in graph.nodes]
     d = TopDesign(model, codes, in_shape=tuple(image_shape))
     consumers: dict = {}
     for n, code in zip(graph.nodes, codes):
@@ -156,7 +166,7 @@ def design(graph: Graph, image_shape, model: str = "model") -> TopDesign:
     in_fmt = first[0][1].inputs[first[0][2]]
     ch = add_channel(graph.input, in_fmt, _rows(per_image[graph.input]))
     d.processes.append(Process(f"bhvit::axis_to_stream<{IN_AXIS_BITS}, {d.in_bits}, {in_fmt['elems']}, {d.in_values}>"
-                               f"(in_stream, {ch.var}, images)", "AXI-Stream -> pixels"))
+                               f"(in_stream, {ch.var}, images)", "AXI-Stream -> pixels", "axis_in", [], [ch.var]))
     sources = {graph.input: (ch, in_fmt)}
     args_of: dict = {}
 
@@ -178,7 +188,8 @@ def design(graph: Graph, image_shape, model: str = "model") -> TopDesign:
                 f"        const ap_uint<{w}> x = in.read();\n"
                 + "".join(f"        o{k}.write(x);\n" for k in range(len(readers))) + "    }\n}\n")
             d.processes.append(Process(f"{fn}({src_ch.var}, {', '.join(c.var for c in outs)}, images * "
-                                       f"{rows * fmt['folds']})", f"{tensor} -> {len(readers)} readers"))
+                                       f"{rows * fmt['folds']})", f"{tensor} -> {len(readers)} readers", "fanout",
+                                       [src_ch.var], [c.var for c in outs], dict(bits=w)))
         else:
             outs = [src_ch]
         for (node, ncode, idx), ch in zip(readers, outs):
@@ -193,7 +204,10 @@ def design(graph: Graph, image_shape, model: str = "model") -> TopDesign:
                 why = f"PE {fmt['elems']} -> {want['elems']}" + (f", {fmt['bits']} -> {want['bits']} bits" if widen else "")
                 d.processes.append(Process(
                     f"bhvit::refold<{fmt['width']}, {fmt['bits']}, {want['bits']}, {'true' if fmt['signed'] else 'false'}, "
-                    f"{fmt['elems']}, {want['elems']}>({ch.var}, {rf.var}, images * {rows})", f"{why} for {node.name}"))
+                    f"{fmt['elems']}, {want['elems']}>({ch.var}, {rf.var}, images * {rows})", f"{why} for {node.name}",
+                    "refold", [ch.var], [rf.var], dict(c=fmt["width"], ib=fmt["bits"], ob=want["bits"],
+                                                      signed=bool(fmt["signed"]), in_pe=fmt["elems"],
+                                                      out_pe=want["elems"])))
                 ch = rf
             ch.depth = max(ch.depth, depth_for(node, idx, tensor, ch.words_per_image))
             args_of[(node.name, idx)] = ch.var
@@ -202,8 +216,9 @@ def design(graph: Graph, image_shape, model: str = "model") -> TopDesign:
     for n, code in zip(graph.nodes, codes):
         out = add_channel(n.outputs[0], code.out, _rows(per_image[n.outputs[0]]))
         rows_in = _rows(per_image[n.inputs[0]])
-        ins = ", ".join(args_of[(n.name, i)] for i in range(len(n.inputs)))
-        d.processes.append(Process(f"{code.fn}({ins}, {out.var}, images * {rows_in})", f"{n.name} ({n.op})"))
+        ins = [args_of[(n.name, i)] for i in range(len(n.inputs))]
+        call = f"{code.fn}({', '.join(ins)}, {out.var}, images * {rows_in})" if hls else ""
+        d.processes.append(Process(call, f"{n.name} ({n.op})", "node", ins, [out.var], dict(code=code)))
         sources[n.outputs[0]] = (out, code.out)
         if n.outputs[0] != graph.output:
             if not consumers.get(n.outputs[0]):
@@ -216,7 +231,8 @@ def design(graph: Graph, image_shape, model: str = "model") -> TopDesign:
         raise DesignError(f"{d.out_bits}-bit outputs do not fit a 64-bit AXI-Stream beat")
     d.processes.append(Process(f"bhvit::stream_to_axis<{d.out_axis_bits}, {d.out_bits}, "
                                f"{'true' if d.out_signed else 'false'}, {fmt['elems']}, {d.out_values}>"
-                               f"({var}, out_stream, images)", "logits -> AXI-Stream"))
+                               f"({var}, out_stream, images)", "logits -> AXI-Stream", "axis_out", [var], []))
+    d.in_fmt, d.out_fmt = in_fmt, fmt
     return d
 
 
