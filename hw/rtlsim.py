@@ -63,6 +63,8 @@ class RtlResult:
     cycles_per_row: float    # mean cycles between the completions of consecutive output rows
     out_cycles: np.ndarray = field(repr=False, default=None)
     in_cycles: list = field(repr=False, default=None)
+    # a stitched top's FIFOs (hw/rtl_top.py): {label: (occupancy at the end, largest seen, depth)}
+    fifos: dict = field(default_factory=dict)
 
 
 def _env():
@@ -193,15 +195,66 @@ def lut_rtl(name: str, table, in_bits: int, channels: int, pe: int, out_bits: in
     return RtlKernel(name, module, src, [stream(channels, pe, in_bits, True)], stream(channels, pe, out_bits, True))
 
 
-TOKEN_OPS = ("RepeatChannels", "GroupSumChannels", "TokenSum")
+TOKEN_OPS = ("RepeatChannels", "GroupSumChannels", "TokenSum", "ShiftBranch", "TokenPool")
+
+
+def map_token_rtl(name: str, op: str, a: dict, c: int, pe: int, in_bits: int, in_signed: bool,
+                  out_bits: int, out_signed: bool = True) -> RtlKernel:
+    """The map-buffer token kernels (``templates/rtl/map_tokens.sv.j2``): ShiftBranch box / mix
+    (a: kind, axis, reach, H, W) and TokenPool (a: H, W, k, mode), hw/csim.py ``token_code``'s
+    parameters; one image buffered, then N_IN + N_OUT * taps cycles per image."""
+    h, w = a["H"], a["W"]
+    cf = c // pe
+    ratio = (1, 1)
+    kw = dict(kind="", axis="", reach=0, qf=0, sh=0, sw=0, k=1, mode="")
+    if op == "ShiftBranch" and a["kind"] == "box":
+        check_fold(name, "PE", c, pe)
+        r, length = a["reach"], (h if a["axis"] == "h" else w)
+        if r >= length:
+            raise ValueError(f"{name}: reach {r} must be below the map's {length} along {a['axis']}")
+        ty, tx = (2 * r + 1, 1) if a["axis"] == "h" else (1, 2 * r + 1)
+        oh, ow = h, w
+        kw.update(kind="box", axis=a["axis"], reach=r)
+        title, golden = f"circular box sum along {a['axis'].upper()}, reach R = {r}", "hw/kernels/shift.py box_sum"
+    elif op == "ShiftBranch":
+        if c % 4:
+            raise ValueError(f"{name}: channel mix needs channels divisible by 4, got {c}")
+        check_fold(name, "PE", c // 4, pe)
+        out_bits, out_signed, ty, tx, oh, ow = in_bits, in_signed, 1, 1, h, w
+        kw.update(kind="mix", qf=c // 4 // pe, sh=a["reach"] % h, sw=a["reach"] % w)
+        title, golden = f"channel-quarter rolls by S = {a['reach']}", "hw/kernels/shift.py channel_mix"
+    elif op == "TokenPool":
+        k = a["k"]
+        check_fold(name, "PE", c, pe)
+        if h % k or w % k:
+            raise ValueError(f"{name}: pooling {k}x{k} does not divide the {h}x{w} map")
+        if a["mode"] == "max":
+            out_bits, out_signed = in_bits, in_signed
+        ty = tx = k
+        oh, ow = h // k, w // k
+        kw.update(kind="pool", k=k, mode=a["mode"])
+        ratio = (oh * ow, h * w)
+        title, golden = f"{k}x{k} {a['mode']} pooling, stride {k}", f"hw/kernels/tokens.py {a['mode']}_pool"
+    else:
+        raise NotImplementedError(f"{name}: no map kernel for {op}")
+    n_in, n_out = h * w * cf, oh * ow * cf
+    module = _module_name("map", name)
+    src = _env().get_template("map_tokens.sv.j2").render(
+        node=name, module=module, title=title, golden=golden, h=h, w=w, c=c, pe=pe, cf=cf, cfw=_bits(cf),
+        signed=in_signed, ib=in_bits, ob=out_bits, xw=max(out_bits, in_bits + 1), n_in=n_in, n_out=n_out,
+        aw=_bits(n_in), ty=ty, tx=tx, tyw=_bits(ty), txw=_bits(tx), oh=oh, ow=ow, ohw=_bits(oh), oww=_bits(ow), **kw)
+    return RtlKernel(name, module, src, [stream(c, pe, in_bits, in_signed)],
+                     stream(c, pe, out_bits, out_signed), rows_out_per_in=ratio)
 
 
 def token_rtl(name: str, op: str, a: dict, out_channels: int, pe: int, in_bits: int, in_signed: bool,
               out_bits: int, out_signed: bool, tokens_in: int = 0) -> RtlKernel:
     """The row-wise data-movement kernels (hw/csim.py ``token_code``'s parameters): RepeatChannels,
-    GroupSumChannels, TokenSum (``tokens_in`` tokens per image).  The map kernels (ShiftBranch,
-    TokenPool) are not written yet."""
+    GroupSumChannels, TokenSum (``tokens_in`` tokens per image); ShiftBranch and TokenPool go
+    to :func:`map_token_rtl`."""
     ratio = (1, 1)
+    if op in ("ShiftBranch", "TokenPool"):
+        return map_token_rtl(name, op, a, out_channels, pe, in_bits, in_signed, out_bits, out_signed)
     if op == "RepeatChannels":
         cin = out_channels // a["ratio"]
         check_fold(name, "PE", cin, pe)
@@ -256,6 +309,167 @@ def int_linear_rtl(name: str, w, bias, in_bits: int, in_signed: bool, simd: int,
     return RtlKernel(name, module, src, [stream(kk, simd, in_bits, in_signed)], stream(n, pe, out_bits, True))
 
 
+WINDOW_OPS = ("AttentionTokens", "WindowReverse", "PooledUpsample")
+
+
+def window_rtl(name: str, op: str, h: int, w: int, win: int, pooled: int, channels: int, pe: int, in_bits: int,
+               in_signed: bool, out_bits: int) -> RtlKernel:
+    """The MSMHA window reshuffles (hw/csim.py ``window_code``'s parameters): AttentionTokens
+    (input 0 the map, input 1 its ``pooled`` tokens), WindowReverse, PooledUpsample; each a
+    ping-pong pair of image buffers."""
+    c = channels
+    check_fold(name, "PE", c, pe)
+    if h % win or w % win:
+        raise ValueError(f"{name}: {win}x{win} windows do not tile the {h}x{w} map")
+    nwy, nwx, n_loc = h // win, w // win, win * win
+    rows_img = nwy * nwx * (n_loc + pooled)
+    s_in = stream(c, pe, in_bits, in_signed)
+    common = dict(node=name, h=h, w=w, win=win, cf=c // pe, pe=pe, nwy=nwy, nwx=nwx, bits=_bits)
+    if op == "AttentionTokens":
+        module = _module_name("atok", name)
+        src = _env().get_template("attention_tokens.sv.j2").render(module=module, p=pooled, b=in_bits, **common)
+        return RtlKernel(name, module, src, [s_in, dict(s_in)], dict(s_in), rows_out_per_in=(rows_img, h * w))
+    if op == "WindowReverse":
+        module = _module_name("wrev", name)
+        src = _env().get_template("window_reverse.sv.j2").render(module=module, p=pooled, b=in_bits, **common)
+        return RtlKernel(name, module, src, [s_in], dict(s_in), rows_out_per_in=(h * w, rows_img))
+    if op == "PooledUpsample":
+        side = int(np.sqrt(pooled) + 0.5)
+        if side < 1 or side * side != pooled or h % side or w % side or h // side != w // side:
+            raise ValueError(f"{name}: {pooled} pooled tokens do not upsample to the {h}x{w} map")
+        module = _module_name("pups", name)
+        src = _env().get_template("pooled_upsample.sv.j2").render(
+            module=module, side=side, f=h // side, nwin=nwy * nwx, ib=in_bits, ob=out_bits, signed=in_signed,
+            **common)
+        return RtlKernel(name, module, src, [s_in], stream(c, pe, out_bits, True), rows_out_per_in=(h * w, rows_img))
+    raise NotImplementedError(f"{name}: no window kernel for {op}")
+
+
+def layernorm_rtl(name: str, gmul, bias, eps: int, r_bits: int, shift: int, in_bits: int, in_signed: bool,
+                  out_bits: int, pe: int) -> RtlKernel:
+    """Integer LayerNorm (hw/csim.py ``layernorm_code``'s parameters): a sequential root and
+    divider per token, 2 C/PE + 2 r_bits + 3 cycles per token."""
+    gmul = np.asarray(gmul, dtype=np.int64).reshape(-1)
+    c = gmul.size
+    bias = np.broadcast_to(np.asarray(bias, dtype=np.int64).reshape(-1), (c,))
+    check_fold(name, "PE", c, pe)
+    if eps < 0 or r_bits < 1:
+        raise ValueError(f"{name}: eps {eps} and r_bits {r_bits} must be non-negative / positive")
+    ab = ((1 << r_bits) * int(np.abs(gmul).max(initial=0)) + int(np.abs(bias).max(initial=0))).bit_length() + 2
+    lc = c.bit_length()
+    vw = 2 * in_bits + 3 * lc + 2
+    gb, bb = _signed_bits(gmul), _signed_bits(bias)
+    module = _module_name("ln", name)
+    src = _env().get_template("layernorm.sv.j2").render(
+        node=name, module=module, c=c, pe=pe, cf=c // pe, ib=in_bits, signed=in_signed, ob=out_bits, r=r_bits,
+        shift=int(shift), eps=int(eps), sb=in_bits + lc + 1, qb=2 * in_bits + lc, vw=vw,
+        veb=max(vw, int(eps).bit_length()) + 1, db=in_bits + lc + 2, ab=ab,
+        yw=max(ab + 2 + max(-int(shift), 0), out_bits + 1), gb=gb, bb=bb,
+        g_rom=_lanes_rom(gmul, pe, gb), b_rom=_lanes_rom(bias, pe, bb), bits=_bits)
+    return RtlKernel(name, module, src, [stream(c, pe, in_bits, in_signed)], stream(c, pe, out_bits, True))
+
+
+def qd_attention_rtl(name: str, table, heads: int, levels: int, channels: int, tokens: int, pe: int,
+                     out_bits: int) -> RtlKernel:
+    """QD attention (hw/csim.py ``qd_attention_code``'s parameters): q, k, v bipolar, one word
+    per token; one word of channels / heads contexts per (token, head); PE keys per cycle."""
+    table = np.asarray(table, dtype=np.int64).reshape(-1)
+    if channels % heads:
+        raise ValueError(f"{name}: {heads} heads do not divide {channels} channels")
+    d = channels // heads
+    if table.size != 2 * d + 1 or table.min(initial=0) < 0:
+        raise ValueError(f"{name}: the exp table needs {2 * d + 1} non-negative entries, got {table.size}")
+    if tokens < 1:
+        raise ValueError(f"{name}: QDAttention needs the number of tokens per window")
+    check_fold(name, "PE", tokens, pe)
+    if levels * tokens >= 1 << (out_bits - 1):
+        raise ValueError(f"{name}: {out_bits} output bits cannot hold +-{levels * tokens}")
+    eb = max(int(table.max(initial=0)).bit_length(), 1)
+    tb = eb + tokens.bit_length()
+    module = _module_name("qda", name)
+    src = _env().get_template("qd_attention.sv.j2").render(
+        node=name, module=module, n=tokens, c=channels, dv=d, heads=heads, levels=levels, pe=pe, eb=eb, tb=tb,
+        cb=tb + (2 * levels).bit_length() + 1, ob=out_bits, pcb=d.bit_length(),
+        rom=[(pc, int(table[2 * pc])) for pc in range(d + 1)], bits=_bits)
+    s_in = stream(channels, channels, 1, bipolar=True)
+    return RtlKernel(name, module, src, [s_in, dict(s_in), dict(s_in)], stream(channels, d, out_bits, True),
+                     rows_out_per_in=(tokens, tokens))
+
+
+def _conv_rtl(name: str, kind: str, h: int, w_: int, k: int, stride: int, pad: int, dilation: int, iwb: int,
+              pe: int, nf: int, sf: int, ob: int, rom: list, ww: int, title: str, golden: str, **extra) -> tuple:
+    """Render ``map_conv.sv.j2``: (module, source, rows_out_per_in)."""
+    ho = (h + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+    wo = (w_ + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"{name}: a {k}x{k} kernel (dilation {dilation}, padding {pad}) on a {h}x{w_} map")
+    module = _module_name("xconv" if kind == "xnor" else "iconv", name)
+    src = _env().get_template("map_conv.sv.j2").render(
+        node=name, module=module, kind=kind, title=title, golden=golden,
+        gen="xnor_conv_rtl" if kind == "xnor" else "int_conv_rtl", h=h, w=w_, k=k, s=stride, p=pad, d=dilation,
+        ho=ho, wo=wo, kk=k * k, iwb=iwb, n_in=h * w_, aw=_bits(h * w_), tw=_bits(k * k), kw_=_bits(k),
+        ohw=_bits(ho), oww=_bits(wo), pe=pe, ob=ob, nf=nf, sf=sf, nfw=_bits(nf), sfw=_bits(sf),
+        steps=f"NF x SF = {nf} x {sf}" if sf > 1 else f"NF = {nf}", rom=rom, rw=_bits(len(rom)), ww=ww, **extra)
+    return module, src, (ho * wo, h * w_)
+
+
+def xnor_conv_rtl(name: str, w, h: int, w_: int, stride: int, pad: int, dilation: int, groups: int, pe: int,
+                  out_bits: int) -> RtlKernel:
+    """Binary convolution (hw/csim.py ``xnor_conv_code``'s parameters): w (O, C/G, k, k) +-1; the
+    input one C-bit word per token (bit 1 <-> +1), the output (rows, O) signed sums over the
+    valid taps (padded taps count 0), PE outputs per word, all C/G * k * k taps per cycle."""
+    w = np.asarray(w)
+    o, cg, k, _ = w.shape
+    c = cg * groups
+    check_fold(name, "PE", o, pe)
+    if o % groups:
+        raise ValueError(f"{name}: {groups} groups do not divide {o} outputs")
+    bits = (w.reshape(o, cg, k * k).transpose(0, 2, 1) + 1) // 2          # [o][tap][channel of the group]
+    gw = _bits(groups)
+    grp = np.arange(o) // (o // groups)
+    rom = []
+    for f in range(o // pe):
+        word = _word_hex(bits[f * pe:(f + 1) * pe].reshape(-1), 1)
+        if groups > 1:
+            word = format(int(word, 16) | (int(_word_hex(grp[f * pe:(f + 1) * pe], gw), 16) << (pe * k * k * cg)), "x")
+        rom.append((f, word))
+    ww = pe * k * k * cg + (pe * gw if groups > 1 else 0)
+    module, src, ratio = _conv_rtl(
+        name, "xnor", h, w_, k, stride, pad, dilation, c, pe, o // pe, 1, out_bits, rom, ww,
+        f"binary {k}x{k} convolution, {c} -> {o} channels in {groups} groups", "hw/kernels/binary.py binary_conv2d",
+        cg=cg, gw=gw, groups=groups,
+        rom_doc=f"lane p, tap t: the CG = {cg} weight bits at (p * KK + t) * CG; then PE group indices")
+    return RtlKernel(name, module, src, [stream(c, c, 1)], stream(o, pe, out_bits, True), rows_out_per_in=ratio)
+
+
+def int_conv_rtl(name: str, w, h: int, w_: int, stride: int, simd: int, pe: int, out_bits: int) -> RtlKernel:
+    """The stem (hw/csim.py ``int_conv_code``'s parameters): w (O, Cin, k, k) 8-bit integers on
+    the uint8 image, one Cin x 8-bit word per pixel, no padding; PE outputs per word, SIMD
+    products per cycle; exact sums."""
+    w = np.asarray(w, dtype=np.int64)
+    o, cin, k, k2 = w.shape
+    if k != k2 or h < k or w_ < k:
+        raise ValueError(f"{name}: a {k}x{k2} kernel on a {h}x{w_} image")
+    t = cin * k * k
+    check_fold(name, "PE", o, pe)
+    check_fold(name, "SIMD", t, simd)
+    bound = int(np.abs(w).reshape(o, -1).sum(1).max(initial=0)) * 255
+    if out_bits < bound.bit_length() + 1:
+        raise ValueError(f"{name}: {out_bits} output bits cannot hold the sums (up to {bound})")
+    wf = w.reshape(o, t)
+    nf, sf = o // pe, t // simd
+    wb = _signed_bits(wf)
+    rom = [(f * sf + s, _word_hex(wf[f * pe:(f + 1) * pe, s * simd:(s + 1) * simd].reshape(-1), wb))
+           for f in range(nf) for s in range(sf)]
+    module, src, ratio = _conv_rtl(
+        name, "int", h, w_, k, stride, 0, 1, cin * 8, pe, nf, sf, out_bits, rom, pe * simd * wb,
+        f"integer {k}x{k} convolution (the stem), {cin} -> {o} channels", "hw/kernels/fixed.py int_conv2d",
+        simd=simd, wb=wb, ab=max(bound.bit_length() + 2, out_bits), t=t, tiw=_bits(t),
+        rom_doc=f"lane p, term s: WB = {wb} bits at (p * SIMD + s) * WB")
+    return RtlKernel(name, module, src, [stream(cin, cin, 8)],
+                     stream(o, pe, out_bits, True), rows_out_per_in=ratio)
+
+
 def node_rtl(graph, node, channels: int, tokens_in: int = 0) -> RtlKernel:
     """The RTL kernel of one :class:`hw.graph.Graph` node, with the arguments of hw/csim.py
     ``node_code`` (output channels per row, tokens per image of input 0) and its folding."""
@@ -280,6 +494,15 @@ def node_rtl(graph, node, channels: int, tokens_in: int = 0) -> RtlKernel:
             return lut_rtl(node.name, p["table"], a["in_bits"], channels, pe, dout.bitwidth())
         return token_rtl(node.name, node.op, a, channels, pe, din.bitwidth(), din.signed(), dout.bitwidth(),
                          dout.signed(), tokens_in)
+    if node.op == "XnorConv2d":
+        return xnor_conv_rtl(node.name, p["w"], a["H"], a["W"], a["stride"], a["pad"], a["dilation"], a["groups"],
+                             pe, _dt(graph, node.outputs[0]).bitwidth())
+    if node.op == "IntConv2d":
+        din = _dt(graph, node.inputs[0])
+        if din.bitwidth() != 8 or din.signed():
+            raise ValueError(f"{node.name}: the stem kernel takes 8-bit unsigned pixels, not {din.name}")
+        return int_conv_rtl(node.name, p["w"], a["H"], a["W"], a["stride"], int(a.get("SIMD", 1)), pe,
+                            _dt(graph, node.outputs[0]).bitwidth())
     if node.op == "IntLinear":
         din, dout = _dt(graph, node.inputs[0]), _dt(graph, node.outputs[0])
         return int_linear_rtl(node.name, p["w"], p["bias"], din.bitwidth(), din.signed(), int(a.get("SIMD", 1)),
@@ -431,11 +654,14 @@ def simulate(k: RtlKernel, *xs, seed: int = 0, p_gap: float = 0.0, p_stall: floa
             raise RtlSimError(f"{k.name}: simulation exited with {res.returncode}: {res.stderr.strip()}")
         f = line.split()
         cycles, got, fired = int(f[3]), int(f[5]), [int(v) for v in f[7:]]
+        fifos = {g[1]: tuple(int(v) for v in g[2:5]) for g in map(str.split, res.stdout.splitlines())
+                 if len(g) == 5 and g[0] == "fifo"}
         moved = (f"{', '.join(f'{n}/{w.shape[0]} input words' for n, w in zip(fired, words))} in, "
                  f"{got}/{n_out} output words out")
         if res.returncode == 3:
+            occ = "; ".join(f"{name} {now}/{depth}" for name, (now, _, depth) in fifos.items() if now)
             raise RtlDeadlock(f"{k.name} ({k.module}): deadlock, no transfer for {idle} cycles at cycle "
-                              f"{cycles}: {moved}")
+                              f"{cycles}: {moved}" + (f"; FIFOs holding words (occupancy/depth): {occ}" if fifos else ""))
         if res.returncode == 4:
             raise RtlSimError(f"{k.name} ({k.module}): cycle limit {max_cycles} reached: {moved}")
         out = np.fromfile(d / "out.bin", dtype="<u4").reshape(n_out, _chunks(k.out))
@@ -448,7 +674,7 @@ def simulate(k: RtlKernel, *xs, seed: int = 0, p_gap: float = 0.0, p_stall: floa
     ends = out_cyc[k.out["folds"] - 1::k.out["folds"]]          # cycle of each row's last word
     cpr = float((ends[-1] - ends[0]) / (len(ends) - 1)) if len(ends) > 1 else float("nan")
     return RtlResult(out=unpack(out, k.out), cycles=int(cycles), latency=int(out_cyc[0] - in_cyc[0][0]),
-                     cycles_per_row=cpr, out_cycles=out_cyc, in_cycles=in_cyc)
+                     cycles_per_row=cpr, out_cycles=out_cyc, in_cycles=in_cyc, fifos=fifos)
 
 
 # ---------------------------------------------------------------------- synthesis

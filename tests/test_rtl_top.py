@@ -61,3 +61,15 @@ def test_rtl_top_equals_golden_under_back_pressure(pe):
     res = rtlsim.simulate(top, more.reshape(-1, 4))
     assert np.array_equal(res.out, run(g, more))
     assert res.cycles_per_row == pytest.approx(graph_cost(g, (16, 4))["cycles_per_image"], rel=0.05)
+    # every FIFO reports its occupancy: empty at the end, never above its depth, used at all
+    assert len(res.fifos) == top.source.count("bhvit_fifo #(.WIDTH")
+    assert all(now == 0 and 0 < mx <= depth for now, mx, depth in res.fifos.values())
+
+
+def test_a_stuck_top_is_reported_as_a_deadlock_with_its_fifos():
+    """The output never ready: the run stops with the FIFOs that hold words, it does not hang."""
+    g = rtl_graph()
+    top = rtl_top.rtl_top(g, (16, 4), "small_rtl")
+    images = np.random.default_rng(9).integers(0, 256, (3, 16, 4))
+    with pytest.raises(rtlsim.RtlDeadlock, match=r"deadlock.*FIFOs holding words \(occupancy/depth\): .*ts \d+/\d+"):
+        rtlsim.simulate(top, images.reshape(-1, 4), p_stall=1.0, idle=500)
