@@ -89,6 +89,9 @@ def node_cost(node, shapes) -> dict:
             simd = dims["SIMD"]
         vectors = _prod(out[:-1])                                 # output tokens of one image
         cycles = vectors * (dims["SIMD"] // simd) * (dims["PE"] // pe)
+        if node.op in ("XnorConv2d", "IntConv2d"):   # templates/rtl map_conv: the image read, then per output
+            taps = node.params["w"].shape[-1] ** 2    # token its k*k taps gathered (one RAM read each), then the folds
+            cycles = a["H"] * a["W"] + vectors * (taps + (dims["SIMD"] // simd) * (dims["PE"] // pe))
         wbits = WEIGHT_BITS[node.op]
         mem = dims["SIMD"] * dims["PE"] * wbits
         acc = out_bits
@@ -105,12 +108,14 @@ def node_cost(node, shapes) -> dict:
     elif node.op == "QDAttention":
         windows, n, c = ins[0]
         m = ins[1][-2]
-        cycles = windows * a["heads"] * n * 2 * math.ceil(m / pe)   # scores, then level x V, per query row
+        # load the window's q, k, v (lock step), then per (query, head) scores, then level x V
+        cycles = windows * (max(n, m) + a["heads"] * n * 2 * math.ceil(m / pe))
         mem = node.params["table"].size * 17 + (n + 2 * m) * c    # exp table + Q, K and V of one window
         luts += pe * (c // a["heads"] + 24) * 2
     elif node.op == "IntLayerNorm":
         tokens, c = out[-2], out[-1]
-        cycles = _prod(out[:-2]) * 2 * tokens * math.ceil(c / pe)   # statistics pass, normalise pass
+        # statistics pass, 1 + (R+1) + (R+1) cycles of variance, bit-serial root and divider, normalise pass
+        cycles = _prod(out[:-2]) * tokens * (2 * math.ceil(c / pe) + 2 * a["r_bits"] + 3)
         mem = c * (16 + out_bits) + c * out_bits                     # parameters + the buffered token
         dsps = 2 * pe
         luts += pe * 64 + 400                                       # isqrt + divider per token
@@ -129,10 +134,15 @@ def node_cost(node, shapes) -> dict:
         # data movement through a map buffer (circular shifts and window
         # reordering need the whole map before the first output)
         cycles = math.ceil(max(in_elems, out_elems) / pe)
+        if node.op == "ShiftBranch":   # templates/rtl map_tokens: the map read, then each word's 2R+1 (box) taps read
+            taps = 2 * a["reach"] + 1 if a["kind"] == "box" else 1
+            cycles = math.ceil(in_elems / pe) + math.ceil(out_elems / pe) * taps
         mem = in_elems * dtype_bits(node.dtype)
         luts += pe * out_bits * 2
     else:   # RepeatChannels, GroupSumChannels, TokenPool, TokenSum
         cycles = math.ceil(max(in_elems, out_elems) / pe)
+        if node.op == "TokenPool":     # templates/rtl map_tokens: the map read, then k*k taps read per output word
+            cycles = math.ceil(in_elems / pe) + math.ceil(out_elems / pe) * a["k"] ** 2
         luts += pe * out_bits
     bram = math.ceil(mem / BRAM36_BITS) if mem > LUTRAM_MAX_BITS else 0
     lutram = 0 if bram else math.ceil(mem / 64)

@@ -507,6 +507,26 @@ def node_rtl(graph, node, channels: int, tokens_in: int = 0) -> RtlKernel:
         din, dout = _dt(graph, node.inputs[0]), _dt(graph, node.outputs[0])
         return int_linear_rtl(node.name, p["w"], p["bias"], din.bitwidth(), din.signed(), int(a.get("SIMD", 1)),
                               pe, dout.bitwidth())
+    if node.op in ("IntLayerNorm", "QDAttention") + WINDOW_OPS:
+        from .csim import _pooled_tokens
+        din, dout = _dt(graph, node.inputs[0]), _dt(graph, node.outputs[0])
+        if node.op == "IntLayerNorm":
+            return layernorm_rtl(node.name, p["gmul"], p["bias"], a["eps"], a["r_bits"], a["shift"], din.bitwidth(),
+                                 din.signed(), a["bits"], pe)
+        if node.op == "QDAttention":
+            return qd_attention_rtl(node.name, p["table"], a["heads"], a["levels"], channels, tokens_in, pe,
+                                    dout.bitwidth())
+        if node.op == "AttentionTokens":
+            d1 = _dt(graph, node.inputs[1])
+            if (d1.bitwidth(), d1.signed()) != (din.bitwidth(), din.signed()):
+                raise ValueError(f"{node.name}: the map ({din.name}) and the pooled tokens ({d1.name}) differ")
+            pooled = _pooled_tokens(graph, node.inputs[1])
+        else:
+            pooled = tokens_in - a["win"] * a["win"]
+            if pooled < 0:
+                raise ValueError(f"{node.name}: needs the tokens per window (win^2 + pooled), got {tokens_in}")
+        return window_rtl(node.name, node.op, a["H"], a["W"], a["win"], pooled, channels, pe, din.bitwidth(),
+                          din.signed(), dout.bitwidth())
     raise NotImplementedError(f"{node.name}: no RTL kernel for {node.op} yet")
 
 
