@@ -209,9 +209,7 @@ def map_token_rtl(name: str, op: str, a: dict, c: int, pe: int, in_bits: int, in
     kw = dict(kind="", axis="", reach=0, qf=0, sh=0, sw=0, k=1, mode="")
     if op == "ShiftBranch" and a["kind"] == "box":
         check_fold(name, "PE", c, pe)
-        r, length = a["reach"], (h if a["axis"] == "h" else w)
-        if r >= length:
-            raise ValueError(f"{name}: reach {r} must be below the map's {length} along {a['axis']}")
+        r = a["reach"]
         ty, tx = (2 * r + 1, 1) if a["axis"] == "h" else (1, 2 * r + 1)
         oh, ow = h, w
         kw.update(kind="box", axis=a["axis"], reach=r)

@@ -51,6 +51,8 @@ def _run(node, in_dtype, x, want, rows_in, rows_out, channels, seeds=(1, 2)):
     ("box", "h", 2, 1, (3, 4)),        # PE = 1, reach = H - 1: both sides wrap
     ("box", "w", 1, 8, (5, 3)),        # fully parallel
     ("box", "w", 2, 4, (2, 3)),        # reach = W - 1
+    ("box", "h", 2, 2, (2, 2)),        # reach = H (the shipped model's last stage): wraps twice
+    ("box", "w", 3, 1, (3, 2)),        # reach > W
     ("mix", "", 1, 2, (5, 7)),         # PE = C / 4 (a word per quarter)
     ("mix", "", 2, 1, (3, 4)),         # PE = 1
     ("mix", "", 5, 1, (3, 2)),         # shift beyond the map: mod H, mod W
@@ -125,7 +127,5 @@ def test_int_conv_rtl_equals_golden_and_cost(h, w, cin, o, k, s, simd, pe):
 
 
 def test_map_kernels_reject_bad_shapes():
-    with pytest.raises(ValueError, match="reach 3 must be below"):
-        rtlsim.map_token_rtl("bad", "ShiftBranch", dict(kind="box", axis="h", reach=3, H=3, W=4), 8, 1, 10, True, 13)
     with pytest.raises(ValueError, match="does not divide"):
         rtlsim.map_token_rtl("bad", "TokenPool", dict(H=5, W=4, k=2, mode="sum"), 8, 1, 10, True, 13)
