@@ -12,10 +12,11 @@ against ap_types and runs the testbench on images.
 
 FIFO depths: a node with several inputs consumes them in lock step, while some
 branches (circular shifts, pooling, windows, convolutions) emit nothing before
-they have a whole map.  Every tensor gets a delay in images (the number of
-such buffering nodes on its longest path from the input); an input of a
-multi-input node gets room for (the latest input's delay - its own) images of
-its stream, every other channel 2.  The RTL simulation of the cycle-accurate
+they have a whole map, and the matrix units and LayerNorm nothing before they
+have a whole row.  Every tensor gets a delay in images and in rows (the number
+of such buffering nodes on its longest path from the input); an input of a
+multi-input node gets room for (the latest input's delay - its own) images and
+rows of its stream, plus a row, every other channel 2.  The RTL simulation of the cycle-accurate
 backend measures the real occupancy.
 """
 from __future__ import annotations
@@ -38,6 +39,8 @@ DEFAULT_DEPTH = 2
 # ops that read a whole map (or attention window) before their first output
 BUFFERING_OPS = ("IntConv2d", "XnorConv2d", "ShiftBranch", "TokenPool", "AttentionTokens", "WindowReverse",
                  "PooledUpsample", "QDAttention", "TokenSum")
+# ops that read a whole row (token) before its first output word
+ROW_BUFFERING_OPS = ("MVAU", "IntLinear", "IntLayerNorm")
 # multi-input ops that read all of input 0 before the others (the rest read inputs in lock step)
 SEQUENTIAL_READERS = ("AttentionTokens",)
 
@@ -143,21 +146,26 @@ def design(graph: Graph, image_shape, model: str = "model", codegen=None) -> Top
         d.channels.append(ch)
         return ch
 
-    # delay of every tensor in images: a node that buffers a whole map (or window) before
-    # its first output adds one; row-by-row nodes add none
-    delay = {graph.input: 0}
+    # delay of every tensor in images and in rows: a node that buffers a whole map (or window)
+    # before its first output adds an image; one that needs a whole row (token) first adds a row
+    delay = {graph.input: (0, 0)}
     for n in graph.nodes:
-        delay[n.outputs[0]] = max(delay[t] for t in n.inputs) + (1 if n.op in BUFFERING_OPS else 0)
+        img = max(delay[t][0] for t in n.inputs)
+        row = max(delay[t][1] for t in n.inputs)
+        delay[n.outputs[0]] = (img + (n.op in BUFFERING_OPS), row + (n.op in ROW_BUFFERING_OPS))
 
-    def depth_for(node, idx, tensor, words_per_image):
-        """Room an input needs so that the node's other inputs, up to ``skew`` images
-        later, never stall the branch feeding this one."""
+    def depth_for(node, idx, tensor, ch, rows):
+        """Room an input of a multi-input node needs so that its other inputs, up to ``skew``
+        images and rows later, never stall the branch feeding this one (plus a row of slack
+        for the fan-outs and gearboxes on the way)."""
         if len(node.inputs) == 1:
             return DEFAULT_DEPTH
-        skew = max(delay[t] for t in node.inputs) - delay[tensor]
+        skew_img = max(delay[t][0] for t in node.inputs) - delay[tensor][0]
+        skew_row = max(0, max(delay[t][1] for t in node.inputs) - delay[tensor][1])
         if node.op in SEQUENTIAL_READERS and idx == 0:
-            skew += 1          # all of input 0 is read before the others: they wait an image
-        return skew * words_per_image + DEFAULT_DEPTH if skew else DEFAULT_DEPTH
+            skew_img += 1      # all of input 0 is read before the others: they wait an image
+        per_row = ch.words_per_image // rows
+        return skew_img * ch.words_per_image + (skew_row + 1) * per_row + DEFAULT_DEPTH
 
     # the input adapter writes the format its first reader wants
     first = consumers.get(graph.input)
@@ -209,7 +217,7 @@ def design(graph: Graph, image_shape, model: str = "model", codegen=None) -> Top
                                                       signed=bool(fmt["signed"]), in_pe=fmt["elems"],
                                                       out_pe=want["elems"])))
                 ch = rf
-            ch.depth = max(ch.depth, depth_for(node, idx, tensor, ch.words_per_image))
+            ch.depth = max(ch.depth, depth_for(node, idx, tensor, ch, rows))
             args_of[(node.name, idx)] = ch.var
 
     wire(graph.input)

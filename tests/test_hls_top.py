@@ -48,16 +48,19 @@ def test_top_plumbing(tmp_path):
     d = hls_top.design(small_graph(), (16, 4), "small")
     kinds = " ".join(p.call for p in d.processes)
     assert "fan_s_a(" in kinds and "refold<" in kinds and "axis_to_stream" in kinds and "stream_to_axis" in kinds
-    # a reader of a multi-input node holds one image of its stream; other channels 2
     by_label = {c.label: c for c in d.channels}
     assert {"a.0", "a.1"} <= set(by_label)                 # a is read by t and rep
     # o joins u (delay 0) with the box sum and the channel mix (delay 1: they buffer the map):
-    # u's copy for o holds an image; the join u has inputs of equal delay: no deep FIFO
-    assert by_label["u.to.o"].depth == by_label["u.to.o"].words_per_image + hls_top.DEFAULT_DEPTH
-    assert by_label["sb.to.o"].depth == by_label["mx.to.o"].depth == hls_top.DEFAULT_DEPTH
-    assert by_label["m.to.u"].depth == by_label["rep.to.u"].depth == hls_top.DEFAULT_DEPTH
+    # u's copy for o holds an image and a row; the join u meets the MVAU (a row late) with the
+    # repeat: rep's copy holds two rows, m's one; inputs of one-input nodes stay at 2
+    def per_row(label):
+        return by_label[label].words_per_image // 16
+    assert by_label["u.to.o"].depth == by_label["u.to.o"].words_per_image + per_row("u.to.o") + 2
+    assert by_label["sb.to.o"].depth == per_row("sb.to.o") + 2
+    assert by_label["rep.to.u"].depth == 2 * per_row("rep.to.u") + 2
+    assert by_label["m.to.u"].depth == per_row("m.to.u") + 2
+    assert by_label["t"].depth == by_label["a.0"].depth == hls_top.DEFAULT_DEPTH
     assert any("refold<8, 10, 11, true, 2, 8>" in p.call for p in d.processes)   # mx: 10-bit words widened
-    assert by_label["t"].depth == hls_top.DEFAULT_DEPTH
 
 
 @pytest.mark.parametrize("pe", [(1,) * 10, (2, 4, 2, 2, 1, 4, 2, 8, 8, 2), (4, 4, 4, 8, 4, 8, 8, 8, 8, 2)])
