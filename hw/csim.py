@@ -350,59 +350,21 @@ def bind_storage(n: NodeCode) -> NodeCode:
 
 
 def _node_code(graph, node, channels: int, tokens_in: int = 0) -> NodeCode:
-    a, p = node.attrs, node.params
-    pe = int(a.get("PE", 1))
-    if node.op == "Thresholding":
-        return threshold_code(node.name, p["thresholds"][:, 0], _dt(graph, node.inputs[0]).bitwidth(), pe,
-                              bipolar_out=True)
-    if node.op == "MVAU":
-        return mvau_code(node.name, (p["weights"].T + 1) // 2, int(a.get("SIMD", 1)), pe, bipolar_in=True)
-    if node.op in ("Affine", "RPReLU"):
-        dts = [_dt(graph, t) for t in node.inputs]
-        if node.op == "Affine":
-            kind, mults = "affine", {f"m{i}": p[f"m{i}"] for i in range(len(dts))}
-        else:
-            kind, mults = "rprelu", {"m_pos": p["m_pos"], "m_neg": p["m_neg"]}
-        return fixed_code(node.name, kind, [d.bitwidth() for d in dts], [d.signed() for d in dts], mults,
-                          p["bias"], a["shift"], a["bits"], pe, a.get("lshifts"), a.get("pc_k"), channels)
-    if node.op == "XnorConv2d":
-        return xnor_conv_code(node.name, p["w"], a["H"], a["W"], a["stride"], a["pad"], a["dilation"],
-                              a["groups"], pe, _dt(graph, node.outputs[0]).bitwidth())
-    if node.op in ("ShiftBranch", "RepeatChannels", "GroupSumChannels", "TokenPool", "TokenSum", "Lut"):
-        din, dout = _dt(graph, node.inputs[0]), _dt(graph, node.outputs[0])
-        if node.op == "Lut":
-            return lut_code(node.name, p["table"], a["in_bits"], channels, pe, dout.bitwidth())
-        return token_code(node.name, node.op, a, channels, pe, din.bitwidth(), din.signed(), dout.bitwidth(),
-                          dout.signed(), tokens_in)
-    if node.op in ("IntConv2d", "IntLinear", "IntLayerNorm", "QDAttention", "AttentionTokens", "WindowReverse",
-                   "PooledUpsample"):
-        din, dout = _dt(graph, node.inputs[0]), _dt(graph, node.outputs[0])
-        simd = int(a.get("SIMD", 1))
-        if node.op == "IntConv2d":
-            if din.bitwidth() != 8 or din.signed():
-                raise ValueError(f"{node.name}: the stem kernel takes 8-bit unsigned pixels, not {din.name}")
-            return int_conv_code(node.name, p["w"], a["H"], a["W"], a["stride"], simd, pe, dout.bitwidth())
-        if node.op == "IntLinear":
-            return int_linear_code(node.name, p["w"], p["bias"], din.bitwidth(), din.signed(), simd, pe,
-                                   dout.bitwidth())
-        if node.op == "IntLayerNorm":
-            return layernorm_code(node.name, p["gmul"], p["bias"], a["eps"], a["r_bits"], a["shift"], din.bitwidth(),
-                                  din.signed(), a["bits"], pe)
-        if node.op == "QDAttention":
-            return qd_attention_code(node.name, p["table"], a["heads"], a["levels"], channels, tokens_in, pe,
-                                     dout.bitwidth())
-        if node.op == "AttentionTokens":
-            d1 = _dt(graph, node.inputs[1])
-            if (d1.bitwidth(), d1.signed()) != (din.bitwidth(), din.signed()):
-                raise ValueError(f"{node.name}: the map ({din.name}) and the pooled tokens ({d1.name}) differ")
-            pooled = _pooled_tokens(graph, node.inputs[1])
-        else:
-            pooled = tokens_in - a["win"] * a["win"]
-            if pooled < 0:
-                raise ValueError(f"{node.name}: needs the tokens per window (win^2 + pooled), got {tokens_in}")
-        return window_code(node.name, node.op, a["H"], a["W"], a["win"], pooled, channels, pe, din.bitwidth(),
-                           din.signed(), dout.bitwidth())
-    raise NotImplementedError(f"{node.name}: no HLS kernel for {node.op} yet")
+    from functools import partial
+
+    from .kernel_args import kernel_args
+    family, kwargs = kernel_args(graph, node, channels, tokens_in, backend="HLS")
+    generators = {
+        # HLS only: a graph's Thresholding outputs / MVAU inputs are its +-1 activations as bits,
+        # and these generators mark those stream formats bipolar (hw/hls_top.py never widens a
+        # bipolar stream); hw/rtlsim.py's threshold_rtl / mvau_rtl take no such flag
+        "threshold": partial(threshold_code, bipolar_out=True),
+        "mvau": partial(mvau_code, bipolar_in=True),
+        "fixed": fixed_code, "lut": lut_code, "token": token_code, "xnor_conv": xnor_conv_code,
+        "int_conv": int_conv_code, "int_linear": int_linear_code, "layernorm": layernorm_code,
+        "qd_attention": qd_attention_code, "window": window_code,
+    }
+    return generators[family](**kwargs)
 
 
 def xnor_conv_code(name: str, w, h: int, w_: int, stride: int, pad: int, dilation: int, groups: int, pe: int,
