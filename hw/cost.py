@@ -31,6 +31,68 @@ class FoldingError(ValueError):
     """A PE / SIMD value that does not divide the size it folds."""
 
 
+# 7-series block RAM aspect ratios (depth, width): RAMB18 and RAMB36
+RAMB18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+RAMB36_SHAPES = ((32768, 1), (16384, 2), (8192, 4), (4096, 9), (2048, 18), (1024, 36), (512, 72))
+
+
+def block_ram36(depth: int, width: int) -> float:
+    """RAMB36 equivalents of a depth x width memory in its cheapest aspect ratio (a RAMB18
+    counts one half); 0 for memories small enough for LUTRAM."""
+    if depth * width <= LUTRAM_MAX_BITS:
+        return 0.0
+    n18 = min(-(-depth // d) * -(-width // w) for d, w in RAMB18_SHAPES) / 2
+    n36 = min(-(-depth // d) * -(-width // w) for d, w in RAMB36_SHAPES)
+    return float(min(n18, n36))
+
+
+# kernels that buffer a map (or its windows) before emitting it; in RTL each has BANKS = 1 or 2
+# image buffers (templates/rtl: ping-pong with 2).  With one, the next image waits until the
+# buffered one is emitted: the node reads at its producer's pace, then emits (graph_cost adds
+# the two); with two, reading and emitting overlap.  One bank halves the buffer's block RAM.
+BANKED_OPS = ("ShiftBranch", "TokenPool", "XnorConv2d", "IntConv2d", "AttentionTokens", "WindowReverse",
+              "PooledUpsample")
+
+
+FIFO_LUTRAM_DEPTH = 128     # templates/rtl/fifo.sv: FIFOs up to this depth, or up to LUTRAM_MAX_BITS, are LUT RAM
+
+
+def fifo_parts(depth: int, width: int) -> tuple:
+    """A channel FIFO of ``depth`` words as the chain the RTL top builds (templates/rtl/top.sv.j2):
+    (block-RAM part's depth, LUT-RAM part's depth).  An image-sized FIFO is a few words deeper
+    than a block-RAM shape (an image plus a row of slack: 8,226 x 10 bits would take 4.5 RAMB36
+    instead of 2.5 for 8,192), so up to FIFO_LUTRAM_DEPTH words go to a LUT-RAM FIFO behind it."""
+    if depth <= FIFO_LUTRAM_DEPTH or depth * width <= LUTRAM_MAX_BITS:
+        return 0, depth
+    best = (block_ram36(depth, width), 0, depth)
+    for g in (512, 1024, 2048, 4096, 8192, 16384):
+        tail = depth % g
+        if 2 <= tail <= FIFO_LUTRAM_DEPTH and (depth - tail) * width > LUTRAM_MAX_BITS:
+            best = min(best, (block_ram36(depth - tail, width), tail, depth - tail))
+    return best[2], best[1]
+
+
+def banks_of(node) -> int:
+    """BANKS of a map-buffering node (2 where unset); 1 for every other node."""
+    return int(node.attrs.get("BANKS", 2)) if node.op in BANKED_OPS else 1
+
+
+def map_band(op: str, a: dict) -> int:
+    """Rows of the map that a ShiftBranch / TokenPool kernel buffers at a time
+    (templates/rtl/map_tokens.sv.j2 handles the map band by band): k rows for k x k pooling,
+    the whole map for the shift unit.  (Its sums along W could work on one row, but every
+    shift branch meets the others at one join, so a shorter delay there only moves an image
+    of buffering from the kernel into that join's FIFO, in wider words.)"""
+    return a["k"] if op == "TokenPool" else a["H"]
+
+
+def _table_bits(v) -> int:
+    """Bits of a constant table stored at the smallest signed width that holds its values."""
+    v = np.asarray(v, dtype=np.int64)
+    m = int(max(v.max(initial=0), -v.min(initial=0) - 1))
+    return int(v.size * max(m.bit_length() + 1, 2))
+
+
 def _prod(s) -> int:
     return int(np.prod(s)) if len(s) else 1
 
@@ -65,21 +127,29 @@ def check_folding(graph: Graph, shapes) -> None:
             if v < 1 or size % v:
                 bad.append(f"{n.name} ({n.op}): {key}={v} does not divide {size}; legal: "
                            f"{', '.join(map(str, _divisors(size)))}")
+        if "BANKS" in n.attrs and (n.op not in BANKED_OPS or int(n.attrs["BANKS"]) not in (1, 2)):
+            bad.append(f"{n.name} ({n.op}): BANKS={n.attrs['BANKS']}; only the map buffers of "
+                       f"{', '.join(BANKED_OPS)} take BANKS, 1 or 2")
     if bad:
         raise FoldingError("folding cannot be applied:\n  " + "\n  ".join(bad))
 
 
-def node_cost(node, shapes) -> dict:
+def node_cost(node, shapes, in_bits=None) -> dict:
+    """Cycles per image and resources of one node; ``in_bits`` are its inputs' value bits
+    (the output's when not given)."""
     a = node.attrs
     pe = int(a.get("PE", 1))
     simd = int(a.get("SIMD", 1))
     out = shapes[node.outputs[0]]
     ins = [shapes[i] for i in node.inputs]
     out_bits = dtype_bits(node.dtype)
+    in_bits = list(in_bits) if in_bits else [out_bits] * len(node.inputs)
+    banks = banks_of(node)
     # shapes are for a batch of one image (attention streams lead with windows)
     in_elems = max((_prod(s) for s in ins), default=0)
     out_elems = _prod(out)
     mem = 0
+    shape = None        # (depth, width) of the kernel's largest memory, where known
     luts = CONTROL_LUTS
     dsps = 0
     if node.op in ("MVAU", "XnorConv2d", "IntConv2d", "IntLinear"):
@@ -89,22 +159,25 @@ def node_cost(node, shapes) -> dict:
             simd = dims["SIMD"]
         vectors = _prod(out[:-1])                                 # output tokens of one image
         cycles = vectors * (dims["SIMD"] // simd) * (dims["PE"] // pe)
-        if node.op in ("XnorConv2d", "IntConv2d"):   # templates/rtl map_conv: the image read, then per output
-            taps = node.params["w"].shape[-1] ** 2    # token its k*k taps gathered (one RAM read each), then the folds
-            cycles = a["H"] * a["W"] + vectors * (taps + (dims["SIMD"] // simd) * (dims["PE"] // pe))
+        if node.op in ("XnorConv2d", "IntConv2d"):   # templates/rtl map_conv: one bank read while the other's
+            taps = node.params["w"].shape[-1] ** 2    # output tokens gather their k*k taps (one RAM read each),
+            read, emit = a["H"] * a["W"], vectors * (taps + (dims["SIMD"] // simd) * (dims["PE"] // pe))  # then fold
+            cycles = max(read, emit)
         wbits = WEIGHT_BITS[node.op]
         mem = dims["SIMD"] * dims["PE"] * wbits
+        shape = ((dims["SIMD"] // simd) * (dims["PE"] // pe), simd * pe * wbits)    # one ROM word per step
         acc = out_bits
         if node.op in ("IntConv2d", "IntLinear"):
             dsps = pe * simd                                    # 8-bit weight products
             luts += pe * acc * 2
-            if node.op == "IntConv2d":                          # templates/hls int_conv buffers the image
-                mem += a["H"] * a["W"] * ins[0][-1] * 8
+            if node.op == "IntConv2d":                          # image banks of 8-bit pixels
+                mem += banks * a["H"] * a["W"] * ins[0][-1] * 8
+                shape = (banks * a["H"] * a["W"], ins[0][-1] * 8)
         else:
             luts += pe * (simd + 2 * acc)                       # XNOR + popcount compressor + accumulator
-        if node.op == "XnorConv2d":                             # sliding-window line buffer
-            span = (a["kernel"] - 1) * a["dilation"] + 1
-            mem += span * (a["W"] + 2 * a["pad"]) * ins[0][-1]
+        if node.op == "XnorConv2d":                             # image banks, a C-bit word per token
+            mem += banks * a["H"] * a["W"] * ins[0][-1]
+            shape = (banks * a["H"] * a["W"], ins[0][-1])
     elif node.op == "QDAttention":
         windows, n, c = ins[0]
         m = ins[1][-2]
@@ -122,31 +195,42 @@ def node_cost(node, shapes) -> dict:
     elif node.op == "Affine":
         cycles = math.ceil(out_elems / pe)
         n_terms = len(node.inputs)
-        mem = sum(node.params[f"m{i}"].size * 16 for i in range(n_terms)) + node.params["bias"].size * 32
+        # per-channel multiplier and (per-row) bias tables at the widths the kernels store them
+        mem = sum(_table_bits(node.params[f"m{i}"]) for i in range(n_terms)) + _table_bits(node.params["bias"])
         dsps = pe * n_terms
         luts += pe * (out_bits + 8)
     elif node.op in ("RPReLU", "Lut", "Thresholding"):
         cycles = math.ceil(out_elems / pe)
-        mem = sum(v.size for v in node.params.values()) * 16
+        mem = sum(_table_bits(v) for v in node.params.values())
         dsps = pe if node.op == "RPReLU" else 0
         luts += pe * (out_bits + 4)
-    elif node.op in ("ShiftBranch", "WindowReverse", "AttentionTokens", "PooledUpsample"):
-        # data movement through a map buffer (circular shifts and window
-        # reordering need the whole map before the first output)
-        cycles = math.ceil(max(in_elems, out_elems) / pe)
-        if node.op == "ShiftBranch":   # templates/rtl map_tokens: the map read, then each word's 2R+1 (box) taps read
-            taps = 2 * a["reach"] + 1 if a["kind"] == "box" else 1
-            cycles = math.ceil(in_elems / pe) + math.ceil(out_elems / pe) * taps
-        mem = in_elems * dtype_bits(node.dtype)
+    elif node.op in ("ShiftBranch", "TokenPool", "WindowReverse", "AttentionTokens", "PooledUpsample"):
+        # data movement through two image banks (circular shifts, pooling and window reordering
+        # need the whole map before the first output; ping-pong: one image written while the
+        # previous one is read out)
+        read, emit = math.ceil(in_elems / pe), math.ceil(out_elems / pe)
+        if node.op in ("ShiftBranch", "TokenPool"):   # templates/rtl map_tokens: each output word reads its taps
+            taps = a["k"] ** 2 if node.op == "TokenPool" else 2 * a["reach"] + 1 if a["kind"] == "box" else 1
+            emit *= taps
+        cycles = max(read, emit)
+        mem = banks * sum(_prod(s) * b for s, b in zip(ins, in_bits))
+        if node.op in ("ShiftBranch", "TokenPool"):
+            mem = mem * map_band(node.op, a) // a["H"]         # two banks of a band of rows
+        shape = (mem // (pe * in_bits[0]), pe * in_bits[0])
         luts += pe * out_bits * 2
-    else:   # RepeatChannels, GroupSumChannels, TokenPool, TokenSum
+    else:   # RepeatChannels, GroupSumChannels, TokenSum
         cycles = math.ceil(max(in_elems, out_elems) / pe)
-        if node.op == "TokenPool":     # templates/rtl map_tokens: the map read, then k*k taps read per output word
-            cycles = math.ceil(in_elems / pe) + math.ceil(out_elems / pe) * a["k"] ** 2
         luts += pe * out_bits
-    bram = math.ceil(mem / BRAM36_BITS) if mem > LUTRAM_MAX_BITS else 0
+    if shape is None:
+        bram = math.ceil(mem / BRAM36_BITS) if mem > LUTRAM_MAX_BITS else 0
+    else:       # the largest memory packed in its aspect ratio, the rest by bits
+        rest = mem - shape[0] * shape[1]
+        bram = block_ram36(*shape) + (math.ceil(rest / BRAM36_BITS) if rest > LUTRAM_MAX_BITS else 0)
     lutram = 0 if bram else math.ceil(mem / 64)
-    return dict(cycles=int(cycles), mem_bits=int(mem), bram36=bram, luts=int(luts + lutram), dsps=int(dsps))
+    out = dict(cycles=int(cycles), mem_bits=int(mem), bram36=bram, luts=int(luts + lutram), dsps=int(dsps))
+    if node.op in BANKED_OPS and banks == 1:      # read and emit alternate: at the producer's pace (node_period)
+        out.update(cycles=int(read + emit), read=int(read), emit=int(emit))
+    return out
 
 
 def graph_cost(graph: Graph, image_shape, clock_mhz: float = 100.0) -> dict:
@@ -154,8 +238,10 @@ def graph_cost(graph: Graph, image_shape, clock_mhz: float = 100.0) -> dict:
     shapes = stream_shapes(graph, 1, image_shape)
     check_folding(graph, shapes)
     rows = []
-    for n in graph.nodes:
-        c = node_cost(n, shapes)
+    costs = [node_cost(n, shapes, [dtype_bits(graph.dtype_of(i)) for i in n.inputs]) for n in graph.nodes]
+    own = {n.name: c["cycles"] for n, c in zip(graph.nodes, costs)}
+    for n, c in zip(graph.nodes, costs):
+        c["cycles"] = node_period(c, *neighbour_cycles(graph, n, own))
         rows.append(dict(name=n.name, op=n.op, domain=n.domain,
                          out_dtype=n.dtype, out_bits=dtype_bits(n.dtype),
                          in_bits=[dtype_bits(graph.dtype_of(i)) for i in n.inputs],
@@ -170,11 +256,31 @@ def graph_cost(graph: Graph, image_shape, clock_mhz: float = 100.0) -> dict:
                 images_per_s=clock_mhz * 1e6 / worst["cycles"], clock_mhz=clock_mhz, **total)
 
 
+def node_period(c: dict, producers: list, consumers: list) -> int:
+    """Cycles per image of a node in the pipeline: its own (node_cost ``c``), or, for a map
+    buffer with one bank, a read phase at the pace of its producers and then an emit phase at
+    the pace of its consumers (their cycles per image: the ``producers`` / ``consumers`` lists)."""
+    if "emit" in c:
+        return int(max([c["read"], *producers]) + max([c["emit"], *consumers]))
+    return int(c["cycles"])
+
+
+def neighbour_cycles(graph: Graph, node, cycles: dict) -> tuple:
+    """(producers', consumers') cycles per image of ``node``, from {node name: cycles}."""
+    by_out = {n.outputs[0]: n.name for n in graph.nodes}
+    prod = [cycles[by_out[t]] for t in node.inputs if t in by_out]
+    cons = [cycles[n.name] for n in graph.nodes if node.outputs[0] in n.inputs]
+    return prod, cons
+
+
 def fold_for_target(graph: Graph, image_shape, target_cycles: int) -> None:
-    """Smallest PE (then SIMD) per node that brings it to <= target cycles per
-    image, where the sizes allow (sets the attributes in place)."""
+    """Smallest PE (then SIMD) per node that brings it to <= target cycles per image, where
+    the sizes allow (sets the attributes in place); map buffers get two banks (BANKS = 2;
+    flows.common.fold_for_board trades them for block RAM where a board needs it)."""
     shapes = stream_shapes(graph, 1, image_shape)
     for n in graph.nodes:
+        if n.op in BANKED_OPS:
+            n.attrs["BANKS"] = 2
         dims = fold_dims(n, shapes)
         n.attrs["PE"] = 1
         if "SIMD" in dims:

@@ -39,8 +39,9 @@ DEFAULT_DEPTH = 2
 # ops that read a whole map (or attention window) before their first output
 BUFFERING_OPS = ("IntConv2d", "XnorConv2d", "ShiftBranch", "TokenPool", "AttentionTokens", "WindowReverse",
                  "PooledUpsample", "QDAttention", "TokenSum")
-# ops that read a whole row (token) before its first output word
-ROW_BUFFERING_OPS = ("MVAU", "IntLinear", "IntLayerNorm")
+# ops that read a whole row (token) before its first output word (the RTL channel repeat takes
+# a row into one of two row banks while it replays the other)
+ROW_BUFFERING_OPS = ("MVAU", "IntLinear", "IntLayerNorm", "RepeatChannels")
 # multi-input ops that read all of input 0 before the others (the rest read inputs in lock step)
 SEQUENTIAL_READERS = ("AttentionTokens",)
 
@@ -100,6 +101,16 @@ class TopDesign:
                     out_signed=self.out_signed, out_axis_bits=self.out_axis_bits)
 
 
+def _delay_of(node) -> tuple:
+    """(images, rows) a node holds back before its first output.  Box sums along W and k x k
+    pooling buffer a band of rows (hw.cost.map_band; the RTL kernels do, the HLS ones take the
+    whole map: sizing their FIFOs for the shorter delay only over-provisions the other branch)."""
+    from .cost import map_band
+    if node.op in ("ShiftBranch", "TokenPool") and map_band(node.op, node.attrs) < node.attrs["H"]:
+        return 0, map_band(node.op, node.attrs)
+    return int(node.op in BUFFERING_OPS), int(node.op in ROW_BUFFERING_OPS)
+
+
 def _rows(shape) -> int:
     """Rows per image of a stream of this per-image shape (the last axis is a row)."""
     return int(np.prod(shape[:-1])) if len(shape) > 1 else 1
@@ -152,20 +163,32 @@ def design(graph: Graph, image_shape, model: str = "model", codegen=None) -> Top
     for n in graph.nodes:
         img = max(delay[t][0] for t in n.inputs)
         row = max(delay[t][1] for t in n.inputs)
-        delay[n.outputs[0]] = (img + (n.op in BUFFERING_OPS), row + (n.op in ROW_BUFFERING_OPS))
+        delay[n.outputs[0]] = tuple(map(sum, zip((img, row), _delay_of(n))))
 
-    def depth_for(node, idx, tensor, ch, rows):
+    def skew_images(node, idx, tensor) -> int:
+        """Whole images input ``idx`` of ``node`` must wait for its latest input."""
+        if len(node.inputs) == 1:
+            return 0
+        skew = max(delay[t][0] for t in node.inputs) - delay[tensor][0]
+        if node.op in SEQUENTIAL_READERS and idx > 0:
+            skew += 1          # all of input 0 is read before the others: they wait an image
+        return skew
+
+    def depth_for(node, idx, tensor, ch, rows, held=0):
         """Room an input of a multi-input node needs so that its other inputs, up to ``skew``
         images and rows later, never stall the branch feeding this one (plus a row of slack
-        for the fan-outs and gearboxes on the way)."""
+        for the fan-outs and gearboxes on the way); ``held`` images of it wait in a shared
+        delay channel before the fan-out already."""
         if len(node.inputs) == 1:
             return DEFAULT_DEPTH
-        skew_img = max(delay[t][0] for t in node.inputs) - delay[tensor][0]
+        skew_img = max(0, skew_images(node, idx, tensor) - held)
         skew_row = max(0, max(delay[t][1] for t in node.inputs) - delay[tensor][1])
-        if node.op in SEQUENTIAL_READERS and idx == 0:
-            skew_img += 1      # all of input 0 is read before the others: they wait an image
         per_row = ch.words_per_image // rows
-        return skew_img * ch.words_per_image + (skew_row + 1) * per_row + DEFAULT_DEPTH
+        # slack: a row, two where the other inputs come an image later (the buffering kernel's
+        # own pipeline and the joins on its way add a little more than the image; measured in
+        # the RTL simulation of the shipped model: one row was a few words short)
+        slack = 1
+        return skew_img * ch.words_per_image + (skew_row + slack) * per_row + DEFAULT_DEPTH
 
     # the input adapter writes the format its first reader wants
     first = consumers.get(graph.input)
@@ -178,29 +201,49 @@ def design(graph: Graph, image_shape, model: str = "model", codegen=None) -> Top
     sources = {graph.input: (ch, in_fmt)}
     args_of: dict = {}
 
+    def fan_out(src_ch, labels, fmt, rows, tensor):
+        """A copy of ``src_ch`` for each label (a dataflow stream has one reader)."""
+        outs = [add_channel(label, fmt, rows) for label in labels]
+        fn = f"fan_{src_ch.var}"
+        w = src_ch.bits
+        d.helpers.append(
+            f"// {tensor} is read by {len(outs)} nodes: one copy each (a dataflow stream has one reader)\n"
+            f"static void {fn}(hls::stream<ap_uint<{w}> > &in, "
+            + ", ".join(f"hls::stream<ap_uint<{w}> > &o{k}" for k in range(len(outs)))
+            + ", unsigned words) {\n    for (unsigned i = 0; i < words; i++) {\n#pragma HLS PIPELINE II=1\n"
+            f"        const ap_uint<{w}> x = in.read();\n"
+            + "".join(f"        o{k}.write(x);\n" for k in range(len(outs))) + "    }\n}\n")
+        d.processes.append(Process(f"{fn}({src_ch.var}, {', '.join(c.var for c in outs)}, images * "
+                                   f"{rows * fmt['folds']})", f"{tensor} -> {len(outs)} readers", "fanout",
+                                   [src_ch.var], [c.var for c in outs], dict(bits=w)))
+        return outs
+
     def wire(tensor):
         """Streams for every reader of ``tensor``: fan-out and re-folding as needed; the
-        channel a reader reads gets the depth that reader needs."""
+        channel a reader reads gets the depth that reader needs.  Where several readers
+        each wait an image or more for their other inputs (norm1 -> the three convolution
+        joins of a block), the images they all wait are held once, in a delay channel
+        between two fan-outs, rather than in every reader's own FIFO."""
         src_ch, fmt = sources[tensor]
         readers = consumers.get(tensor, [])
         rows = _rows(per_image[tensor])
+        held = {}
         if len(readers) > 1:
-            outs = [add_channel(f"{tensor}.{k}", fmt, rows) for k in range(len(readers))]
-            fn = f"fan_{src_ch.var}"
-            w = src_ch.bits
-            d.helpers.append(
-                f"// {tensor} is read by {len(readers)} nodes: one copy each (a dataflow stream has one reader)\n"
-                f"static void {fn}(hls::stream<ap_uint<{w}> > &in, "
-                + ", ".join(f"hls::stream<ap_uint<{w}> > &o{k}" for k in range(len(readers)))
-                + ", unsigned words) {\n    for (unsigned i = 0; i < words; i++) {\n#pragma HLS PIPELINE II=1\n"
-                f"        const ap_uint<{w}> x = in.read();\n"
-                + "".join(f"        o{k}.write(x);\n" for k in range(len(readers))) + "    }\n}\n")
-            d.processes.append(Process(f"{fn}({src_ch.var}, {', '.join(c.var for c in outs)}, images * "
-                                       f"{rows * fmt['folds']})", f"{tensor} -> {len(readers)} readers", "fanout",
-                                       [src_ch.var], [c.var for c in outs], dict(bits=w)))
+            late = [k for k, (node, _, idx) in enumerate(readers) if skew_images(node, idx, tensor) >= 1]
+            if len(late) >= 2:
+                common = min(skew_images(readers[k][0], readers[k][2], tensor) for k in late)
+                early = [k for k in range(len(readers)) if k not in late]
+                first = fan_out(src_ch, [f"{tensor}.{k}" for k in early] + [f"{tensor}.delay"], fmt, rows, tensor)
+                first[-1].depth = common * first[-1].words_per_image + DEFAULT_DEPTH
+                second = fan_out(first[-1], [f"{tensor}.{k}" for k in late], fmt, rows, tensor)
+                by_reader = dict(zip(early, first[:-1])) | dict(zip(late, second))
+                outs = [by_reader[k] for k in range(len(readers))]
+                held = {k: common for k in late}
+            else:
+                outs = fan_out(src_ch, [f"{tensor}.{k}" for k in range(len(readers))], fmt, rows, tensor)
         else:
             outs = [src_ch]
-        for (node, ncode, idx), ch in zip(readers, outs):
+        for k, ((node, ncode, idx), ch) in enumerate(zip(readers, outs)):
             want = ncode.inputs[idx]
             widen = want["bits"] > fmt["bits"] and not (fmt["bipolar"] or want["bipolar"])
             if want["width"] != fmt["width"] or (want["bits"] != fmt["bits"] and not widen) \
@@ -217,7 +260,7 @@ def design(graph: Graph, image_shape, model: str = "model", codegen=None) -> Top
                                                       signed=bool(fmt["signed"]), in_pe=fmt["elems"],
                                                       out_pe=want["elems"])))
                 ch = rf
-            ch.depth = max(ch.depth, depth_for(node, idx, tensor, ch, rows))
+            ch.depth = max(ch.depth, depth_for(node, idx, tensor, ch, rows, held.get(k, 0)))
             args_of[(node.name, idx)] = ch.var
 
     wire(graph.input)

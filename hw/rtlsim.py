@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cost import BANKED_OPS, banks_of, map_band
 from .csim import _signed_bits, c_name, check_fold, stream
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +66,8 @@ class RtlResult:
     in_cycles: list = field(repr=False, default=None)
     # a stitched top's FIFOs (hw/rtl_top.py): {label: (occupancy at the end, largest seen, depth)}
     fifos: dict = field(default_factory=dict)
+    # and {label: (cycles its writer found it full, cycles it was empty)}, from reset release on
+    stalls: dict = field(default_factory=dict)
 
 
 def _env():
@@ -195,15 +198,17 @@ def lut_rtl(name: str, table, in_bits: int, channels: int, pe: int, out_bits: in
     return RtlKernel(name, module, src, [stream(channels, pe, in_bits, True)], stream(channels, pe, out_bits, True))
 
 
-TOKEN_OPS = ("RepeatChannels", "GroupSumChannels", "TokenSum", "ShiftBranch", "TokenPool")
-
-
 def map_token_rtl(name: str, op: str, a: dict, c: int, pe: int, in_bits: int, in_signed: bool,
-                  out_bits: int, out_signed: bool = True) -> RtlKernel:
+                  out_bits: int, out_signed: bool = True, banks: int = 2) -> RtlKernel:
     """The map-buffer token kernels (``templates/rtl/map_tokens.sv.j2``): ShiftBranch box / mix
     (a: kind, axis, reach, H, W) and TokenPool (a: H, W, k, mode), hw/csim.py ``token_code``'s
-    parameters; one image buffered, then N_IN + N_OUT * taps cycles per image."""
+    parameters; two banks (ping-pong): max(N_IN, N_OUT * taps) cycles per image.
+
+    A bank holds a band of rows (hw.cost.map_band: k rows for k x k pooling, the whole map for
+    the shift unit) and the kernel handles the map band by band; the template sees one band as
+    its "map"."""
     h, w = a["H"], a["W"]
+    band = h
     cf = c // pe
     ratio = (1, 1)
     kw = dict(kind="", axis="", reach=0, qf=0, sh=0, sw=0, k=1, mode="")
@@ -211,7 +216,8 @@ def map_token_rtl(name: str, op: str, a: dict, c: int, pe: int, in_bits: int, in
         check_fold(name, "PE", c, pe)
         r = a["reach"]
         ty, tx = (2 * r + 1, 1) if a["axis"] == "h" else (1, 2 * r + 1)
-        oh, ow = h, w
+        band = map_band(op, a)
+        oh, ow = band, w
         kw.update(kind="box", axis=a["axis"], reach=r)
         title, golden = f"circular box sum along {a['axis'].upper()}, reach R = {r}", "hw/kernels/shift.py box_sum"
     elif op == "ShiftBranch":
@@ -229,37 +235,38 @@ def map_token_rtl(name: str, op: str, a: dict, c: int, pe: int, in_bits: int, in
         if a["mode"] == "max":
             out_bits, out_signed = in_bits, in_signed
         ty = tx = k
-        oh, ow = h // k, w // k
+        band = map_band(op, a)
+        oh, ow = 1, w // k
         kw.update(kind="pool", k=k, mode=a["mode"])
-        ratio = (oh * ow, h * w)
+        ratio = (ow, k * w)
         title, golden = f"{k}x{k} {a['mode']} pooling, stride {k}", f"hw/kernels/tokens.py {a['mode']}_pool"
     else:
         raise NotImplementedError(f"{name}: no map kernel for {op}")
-    n_in, n_out = h * w * cf, oh * ow * cf
+    n_in, n_out = band * w * cf, oh * ow * cf
     module = _module_name("map", name)
     src = _env().get_template("map_tokens.sv.j2").render(
-        node=name, module=module, title=title, golden=golden, h=h, w=w, c=c, pe=pe, cf=cf, cfw=_bits(cf),
+        node=name, module=module, title=title, golden=golden, h=band, w=w, c=c, pe=pe, cf=cf, cfw=_bits(cf),
         signed=in_signed, ib=in_bits, ob=out_bits, xw=max(out_bits, in_bits + 1), n_in=n_in, n_out=n_out,
-        aw=_bits(n_in), ty=ty, tx=tx, tyw=_bits(ty), txw=_bits(tx), oh=oh, ow=ow, ohw=_bits(oh), oww=_bits(ow), **kw)
+        aw=_bits(n_in), bw=_bits(banks * n_in), banks=banks, ty=ty, tx=tx, tyw=_bits(ty), txw=_bits(tx), oh=oh, ow=ow, ohw=_bits(oh), oww=_bits(ow), **kw)
     return RtlKernel(name, module, src, [stream(c, pe, in_bits, in_signed)],
                      stream(c, pe, out_bits, out_signed), rows_out_per_in=ratio)
 
 
 def token_rtl(name: str, op: str, a: dict, out_channels: int, pe: int, in_bits: int, in_signed: bool,
-              out_bits: int, out_signed: bool, tokens_in: int = 0) -> RtlKernel:
+              out_bits: int, out_signed: bool, tokens_in: int = 0, banks: int = 2) -> RtlKernel:
     """The row-wise data-movement kernels (hw/csim.py ``token_code``'s parameters): RepeatChannels,
     GroupSumChannels, TokenSum (``tokens_in`` tokens per image); ShiftBranch and TokenPool go
     to :func:`map_token_rtl`."""
     ratio = (1, 1)
     if op in ("ShiftBranch", "TokenPool"):
-        return map_token_rtl(name, op, a, out_channels, pe, in_bits, in_signed, out_bits, out_signed)
+        return map_token_rtl(name, op, a, out_channels, pe, in_bits, in_signed, out_bits, out_signed, banks)
     if op == "RepeatChannels":
         cin = out_channels // a["ratio"]
         check_fold(name, "PE", cin, pe)
         out_bits, out_signed = in_bits, in_signed
         module = _module_name("rep", name)
         src = _env().get_template("repeat_channels.sv.j2").render(
-            node=name, module=module, c=cin, cf=cin // pe, cfw=_bits(cin // pe), pe=pe, b=in_bits,
+            node=name, module=module, c=cin, cf=cin // pe, cfw=_bits(cin // pe), aw=_bits(2 * cin // pe), pe=pe, b=in_bits,
             ratio=a["ratio"], rw=_bits(a["ratio"]))
     elif op == "GroupSumChannels":
         cin = out_channels * a["ratio"]
@@ -307,11 +314,8 @@ def int_linear_rtl(name: str, w, bias, in_bits: int, in_signed: bool, simd: int,
     return RtlKernel(name, module, src, [stream(kk, simd, in_bits, in_signed)], stream(n, pe, out_bits, True))
 
 
-WINDOW_OPS = ("AttentionTokens", "WindowReverse", "PooledUpsample")
-
-
 def window_rtl(name: str, op: str, h: int, w: int, win: int, pooled: int, channels: int, pe: int, in_bits: int,
-               in_signed: bool, out_bits: int) -> RtlKernel:
+               in_signed: bool, out_bits: int, banks: int = 2) -> RtlKernel:
     """The MSMHA window reshuffles (hw/csim.py ``window_code``'s parameters): AttentionTokens
     (input 0 the map, input 1 its ``pooled`` tokens), WindowReverse, PooledUpsample; each a
     ping-pong pair of image buffers."""
@@ -322,7 +326,7 @@ def window_rtl(name: str, op: str, h: int, w: int, win: int, pooled: int, channe
     nwy, nwx, n_loc = h // win, w // win, win * win
     rows_img = nwy * nwx * (n_loc + pooled)
     s_in = stream(c, pe, in_bits, in_signed)
-    common = dict(node=name, h=h, w=w, win=win, cf=c // pe, pe=pe, nwy=nwy, nwx=nwx, bits=_bits)
+    common = dict(node=name, h=h, w=w, win=win, cf=c // pe, pe=pe, nwy=nwy, nwx=nwx, bits=_bits, banks=banks)
     if op == "AttentionTokens":
         module = _module_name("atok", name)
         src = _env().get_template("attention_tokens.sv.j2").render(module=module, p=pooled, b=in_bits, **common)
@@ -395,7 +399,8 @@ def qd_attention_rtl(name: str, table, heads: int, levels: int, channels: int, t
 
 
 def _conv_rtl(name: str, kind: str, h: int, w_: int, k: int, stride: int, pad: int, dilation: int, iwb: int,
-              pe: int, nf: int, sf: int, ob: int, rom: list, ww: int, title: str, golden: str, **extra) -> tuple:
+              pe: int, nf: int, sf: int, ob: int, rom: list, ww: int, title: str, golden: str, banks: int = 2,
+              **extra) -> tuple:
     """Render ``map_conv.sv.j2``: (module, source, rows_out_per_in)."""
     ho = (h + 2 * pad - dilation * (k - 1) - 1) // stride + 1
     wo = (w_ + 2 * pad - dilation * (k - 1) - 1) // stride + 1
@@ -405,14 +410,14 @@ def _conv_rtl(name: str, kind: str, h: int, w_: int, k: int, stride: int, pad: i
     src = _env().get_template("map_conv.sv.j2").render(
         node=name, module=module, kind=kind, title=title, golden=golden,
         gen="xnor_conv_rtl" if kind == "xnor" else "int_conv_rtl", h=h, w=w_, k=k, s=stride, p=pad, d=dilation,
-        ho=ho, wo=wo, kk=k * k, iwb=iwb, n_in=h * w_, aw=_bits(h * w_), tw=_bits(k * k), kw_=_bits(k),
+        ho=ho, wo=wo, kk=k * k, iwb=iwb, n_in=h * w_, aw=_bits(h * w_), bw=_bits(banks * h * w_), banks=banks, tw=_bits(k * k), kw_=_bits(k),
         ohw=_bits(ho), oww=_bits(wo), pe=pe, ob=ob, nf=nf, sf=sf, nfw=_bits(nf), sfw=_bits(sf),
         steps=f"NF x SF = {nf} x {sf}" if sf > 1 else f"NF = {nf}", rom=rom, rw=_bits(len(rom)), ww=ww, **extra)
     return module, src, (ho * wo, h * w_)
 
 
 def xnor_conv_rtl(name: str, w, h: int, w_: int, stride: int, pad: int, dilation: int, groups: int, pe: int,
-                  out_bits: int) -> RtlKernel:
+                  out_bits: int, banks: int = 2) -> RtlKernel:
     """Binary convolution (hw/csim.py ``xnor_conv_code``'s parameters): w (O, C/G, k, k) +-1; the
     input one C-bit word per token (bit 1 <-> +1), the output (rows, O) signed sums over the
     valid taps (padded taps count 0), PE outputs per word, all C/G * k * k taps per cycle."""
@@ -435,12 +440,13 @@ def xnor_conv_rtl(name: str, w, h: int, w_: int, stride: int, pad: int, dilation
     module, src, ratio = _conv_rtl(
         name, "xnor", h, w_, k, stride, pad, dilation, c, pe, o // pe, 1, out_bits, rom, ww,
         f"binary {k}x{k} convolution, {c} -> {o} channels in {groups} groups", "hw/kernels/binary.py binary_conv2d",
-        cg=cg, gw=gw, groups=groups,
+        cg=cg, gw=gw, groups=groups, banks=banks,
         rom_doc=f"lane p, tap t: the CG = {cg} weight bits at (p * KK + t) * CG; then PE group indices")
     return RtlKernel(name, module, src, [stream(c, c, 1)], stream(o, pe, out_bits, True), rows_out_per_in=ratio)
 
 
-def int_conv_rtl(name: str, w, h: int, w_: int, stride: int, simd: int, pe: int, out_bits: int) -> RtlKernel:
+def int_conv_rtl(name: str, w, h: int, w_: int, stride: int, simd: int, pe: int, out_bits: int,
+                 banks: int = 2) -> RtlKernel:
     """The stem (hw/csim.py ``int_conv_code``'s parameters): w (O, Cin, k, k) 8-bit integers on
     the uint8 image, one Cin x 8-bit word per pixel, no padding; PE outputs per word, SIMD
     products per cycle; exact sums."""
@@ -462,7 +468,7 @@ def int_conv_rtl(name: str, w, h: int, w_: int, stride: int, simd: int, pe: int,
     module, src, ratio = _conv_rtl(
         name, "int", h, w_, k, stride, 0, 1, cin * 8, pe, nf, sf, out_bits, rom, pe * simd * wb,
         f"integer {k}x{k} convolution (the stem), {cin} -> {o} channels", "hw/kernels/fixed.py int_conv2d",
-        simd=simd, wb=wb, ab=max(bound.bit_length() + 2, out_bits), t=t, tiw=_bits(t),
+        simd=simd, wb=wb, ab=max(bound.bit_length() + 2, out_bits), t=t, tiw=_bits(t), banks=banks,
         rom_doc=f"lane p, term s: WB = {wb} bits at (p * SIMD + s) * WB")
     return RtlKernel(name, module, src, [stream(cin, cin, 8)],
                      stream(o, pe, out_bits, True), rows_out_per_in=ratio)
@@ -471,61 +477,41 @@ def int_conv_rtl(name: str, w, h: int, w_: int, stride: int, simd: int, pe: int,
 def node_rtl(graph, node, channels: int, tokens_in: int = 0) -> RtlKernel:
     """The RTL kernel of one :class:`hw.graph.Graph` node, with the arguments of hw/csim.py
     ``node_code`` (output channels per row, tokens per image of input 0) and its folding."""
-    from .csim import _dt
-    a, p = node.attrs, node.params
-    pe = int(a.get("PE", 1))
-    if node.op == "Thresholding":
-        return threshold_rtl(node.name, p["thresholds"][:, 0], _dt(graph, node.inputs[0]).bitwidth(), pe)
-    if node.op == "MVAU":
-        return mvau_rtl(node.name, (p["weights"].T + 1) // 2, int(a.get("SIMD", 1)), pe)
-    if node.op in ("Affine", "RPReLU"):
-        dts = [_dt(graph, t) for t in node.inputs]
-        if node.op == "Affine":
-            kind, mults = "affine", {f"m{i}": p[f"m{i}"] for i in range(len(dts))}
-        else:
-            kind, mults = "rprelu", {"m_pos": p["m_pos"], "m_neg": p["m_neg"]}
-        return fixed_rtl(node.name, kind, [d.bitwidth() for d in dts], [d.signed() for d in dts], mults,
-                         p["bias"], a["shift"], a["bits"], pe, a.get("lshifts"), a.get("pc_k"), channels)
-    if node.op in ("Lut",) + TOKEN_OPS:
-        din, dout = _dt(graph, node.inputs[0]), _dt(graph, node.outputs[0])
-        if node.op == "Lut":
-            return lut_rtl(node.name, p["table"], a["in_bits"], channels, pe, dout.bitwidth())
-        return token_rtl(node.name, node.op, a, channels, pe, din.bitwidth(), din.signed(), dout.bitwidth(),
-                         dout.signed(), tokens_in)
-    if node.op == "XnorConv2d":
-        return xnor_conv_rtl(node.name, p["w"], a["H"], a["W"], a["stride"], a["pad"], a["dilation"], a["groups"],
-                             pe, _dt(graph, node.outputs[0]).bitwidth())
-    if node.op == "IntConv2d":
-        din = _dt(graph, node.inputs[0])
-        if din.bitwidth() != 8 or din.signed():
-            raise ValueError(f"{node.name}: the stem kernel takes 8-bit unsigned pixels, not {din.name}")
-        return int_conv_rtl(node.name, p["w"], a["H"], a["W"], a["stride"], int(a.get("SIMD", 1)), pe,
-                            _dt(graph, node.outputs[0]).bitwidth())
-    if node.op == "IntLinear":
-        din, dout = _dt(graph, node.inputs[0]), _dt(graph, node.outputs[0])
-        return int_linear_rtl(node.name, p["w"], p["bias"], din.bitwidth(), din.signed(), int(a.get("SIMD", 1)),
-                              pe, dout.bitwidth())
-    if node.op in ("IntLayerNorm", "QDAttention") + WINDOW_OPS:
-        from .csim import _pooled_tokens
-        din, dout = _dt(graph, node.inputs[0]), _dt(graph, node.outputs[0])
-        if node.op == "IntLayerNorm":
-            return layernorm_rtl(node.name, p["gmul"], p["bias"], a["eps"], a["r_bits"], a["shift"], din.bitwidth(),
-                                 din.signed(), a["bits"], pe)
-        if node.op == "QDAttention":
-            return qd_attention_rtl(node.name, p["table"], a["heads"], a["levels"], channels, tokens_in, pe,
-                                    dout.bitwidth())
-        if node.op == "AttentionTokens":
-            d1 = _dt(graph, node.inputs[1])
-            if (d1.bitwidth(), d1.signed()) != (din.bitwidth(), din.signed()):
-                raise ValueError(f"{node.name}: the map ({din.name}) and the pooled tokens ({d1.name}) differ")
-            pooled = _pooled_tokens(graph, node.inputs[1])
-        else:
-            pooled = tokens_in - a["win"] * a["win"]
-            if pooled < 0:
-                raise ValueError(f"{node.name}: needs the tokens per window (win^2 + pooled), got {tokens_in}")
-        return window_rtl(node.name, node.op, a["H"], a["W"], a["win"], pooled, channels, pe, din.bitwidth(),
-                          din.signed(), dout.bitwidth())
-    raise NotImplementedError(f"{node.name}: no RTL kernel for {node.op} yet")
+    from .kernel_args import kernel_args
+    family, kwargs = kernel_args(graph, node, channels, tokens_in, backend="RTL")
+    if node.op in BANKED_OPS:       # RTL only: the HLS map kernels keep one buffer
+        kwargs["banks"] = banks_of(node)
+    generators = {
+        # the same arguments as hw/csim.py's ``*_code``, less the HLS-only bipolar stream flags
+        # of threshold_code / mvau_code (node_code sets them)
+        "threshold": threshold_rtl, "mvau": mvau_rtl, "fixed": fixed_rtl, "lut": lut_rtl, "token": token_rtl,
+        "xnor_conv": xnor_conv_rtl, "int_conv": int_conv_rtl, "int_linear": int_linear_rtl,
+        "layernorm": layernorm_rtl, "qd_attention": qd_attention_rtl, "window": window_rtl,
+    }
+    return generators[family](**kwargs)
+
+
+def wrapper_source(module: str, library: str, in_bits: int, out_bits: int, instance: str, n_out: int = 1,
+                   body: str = "") -> str:
+    """``library`` (templates/rtl/fifo.sv or stream.sv) plus a module ``module`` with the kernel
+    ports (``in0_t*``, ``out_t*``; ``n_out`` > 1: one valid / ready bit per reader) around one
+    ``instance`` of a parameterised plumbing module, connected by name (``body``: declarations
+    before it)."""
+    nv = f"[{n_out - 1}:0] " if n_out > 1 else ""
+    return library + f"""
+module {module} (
+    input  logic clk,
+    input  logic rst_n,
+    input  logic [{in_bits - 1}:0] in0_tdata,
+    input  logic in0_tvalid,
+    output logic in0_tready,
+    output logic [{out_bits - 1}:0] out_tdata,
+    output logic {nv}out_tvalid,
+    input  logic {nv}out_tready
+);
+{body}    {instance} (.*);
+endmodule
+"""
 
 
 def fifo_rtl(name: str, s: dict, depth: int) -> RtlKernel:
@@ -533,23 +519,12 @@ def fifo_rtl(name: str, s: dict, depth: int) -> RtlKernel:
     as a kernel: a wrapper module fixes its parameters (its occupancy port stays internal)."""
     module = _module_name("fifo", name)
     w = word_bits(s)
-    src = (TEMPLATES / "fifo.sv").read_text() + f"""
-module {module} (
-    input  logic clk,
-    input  logic rst_n,
-    input  logic [{w - 1}:0] in0_tdata,
-    input  logic in0_tvalid,
-    output logic in0_tready,
-    output logic [{w - 1}:0] out_tdata,
-    output logic out_tvalid,
-    input  logic out_tready
-);
-    /* verilator lint_off UNUSEDSIGNAL */
+    src = wrapper_source(module, (TEMPLATES / "fifo.sv").read_text(), w, w,
+                         f"bhvit_fifo #(.WIDTH({w}), .DEPTH({depth})) fifo",
+                         body=f"""    /* verilator lint_off UNUSEDSIGNAL */
     logic [$clog2({depth} + 1)-1:0] count;
     /* verilator lint_on UNUSEDSIGNAL */
-    bhvit_fifo #(.WIDTH({w}), .DEPTH({depth})) fifo (.*);
-endmodule
-"""
+""")
     return RtlKernel(name, module, src, [dict(s)], dict(s))
 
 
@@ -674,6 +649,8 @@ def simulate(k: RtlKernel, *xs, seed: int = 0, p_gap: float = 0.0, p_stall: floa
         cycles, got, fired = int(f[3]), int(f[5]), [int(v) for v in f[7:]]
         fifos = {g[1]: tuple(int(v) for v in g[2:5]) for g in map(str.split, res.stdout.splitlines())
                  if len(g) == 5 and g[0] == "fifo"}
+        stalls = {g[1]: (int(g[2]), int(g[3])) for g in map(str.split, res.stdout.splitlines())
+                  if len(g) == 4 and g[0] == "stalls"}
         moved = (f"{', '.join(f'{n}/{w.shape[0]} input words' for n, w in zip(fired, words))} in, "
                  f"{got}/{n_out} output words out")
         if res.returncode == 3:
@@ -692,7 +669,7 @@ def simulate(k: RtlKernel, *xs, seed: int = 0, p_gap: float = 0.0, p_stall: floa
     ends = out_cyc[k.out["folds"] - 1::k.out["folds"]]          # cycle of each row's last word
     cpr = float((ends[-1] - ends[0]) / (len(ends) - 1)) if len(ends) > 1 else float("nan")
     return RtlResult(out=unpack(out, k.out), cycles=int(cycles), latency=int(out_cyc[0] - in_cyc[0][0]),
-                     cycles_per_row=cpr, out_cycles=out_cyc, in_cycles=in_cyc, fifos=fifos)
+                     cycles_per_row=cpr, out_cycles=out_cyc, in_cycles=in_cyc, fifos=fifos, stalls=stalls)
 
 
 # ---------------------------------------------------------------------- synthesis

@@ -37,25 +37,26 @@ def _check(k, xs, want, seeds=(1, 2)):
 
 
 # ---------------------------------------------------------------------- window reshuffles
-@pytest.mark.parametrize("h,w,win,kp,pe", [
-    (4, 4, 4, 4, 1),     # one window, one pooled token, PE = 1
-    (4, 6, 2, 2, 4),     # 2 x 3 windows, 6 pooled tokens (not a square: no PooledUpsample)
-    (6, 6, 3, 2, 8),     # 4 windows, 3 x 3 pooled tokens upsampled by 2, fully parallel
-    (4, 4, 2, 4, 2),     # 4 windows, one pooled token upsampled by 4
+@pytest.mark.parametrize("h,w,win,kp,pe,banks", [
+    (4, 4, 4, 4, 1, 2),     # one window, one pooled token, PE = 1
+    (4, 6, 2, 2, 4, 2),     # 2 x 3 windows, 6 pooled tokens (not a square: no PooledUpsample)
+    (6, 6, 3, 2, 8, 2),     # 4 windows, 3 x 3 pooled tokens upsampled by 2, fully parallel
+    (4, 4, 2, 4, 2, 2),     # 4 windows, one pooled token upsampled by 4
+    (4, 4, 2, 2, 2, 1),     # one bank: read, then emit
 ])
-def test_window_kernels_rtl_equal_golden_and_cost(h, w, win, kp, pe):
+def test_window_kernels_rtl_equal_golden_and_cost(h, w, win, kp, pe, banks):
     rng = np.random.default_rng(h * w + win + pe)
     c, b = 8, 3
     p = (h // kp) * (w // kp)
     n_win, n_tok = (h // win) * (w // win), win * win + p
-    a = dict(H=h, W=w, win=win, PE=pe)
+    a = dict(H=h, W=w, win=win, PE=pe, BANKS=banks)
     x = rng.integers(-512, 512, (b, h * w, c))
     pooled = rng.integers(-512, 512, (b, p, c))
-    tag = f"{h}x{w}_{win}_{p}_{pe}"
+    tag = f"{h}x{w}_{win}_{p}_{pe}_{banks}"
     cf = c // pe
     win_shape, map_shape = (n_win, n_tok, c), (h * w, c)
 
-    at = rtlsim.window_rtl(f"atok_{tag}", "AttentionTokens", h, w, win, p, c, pe, 10, True, 10)
+    at = rtlsim.window_rtl(f"atok_{tag}", "AttentionTokens", h, w, win, p, c, pe, 10, True, 10, banks)
     want = ops.op_attention_tokens(a, {}, x, pooled)[0].reshape(-1, c)
     free = _check(at, [x.reshape(-1, c), pooled.reshape(-1, c)], want)
     node = Node("AttentionTokens", "at", ["x", "p"], ["y"], attrs=a, dtype="INT10")
@@ -64,14 +65,14 @@ def test_window_kernels_rtl_equal_golden_and_cost(h, w, win, kp, pe):
 
     ctx = rng.integers(-512, 512, (b, n_win, n_tok, c))
     ctx[:, :, win * win:] = np.where(rng.random((b, n_win, p, c)) < 0.5, -512, 511)   # extreme window sums
-    wr = rtlsim.window_rtl(f"wrev_{tag}", "WindowReverse", h, w, win, p, c, pe, 10, True, 10)
+    wr = rtlsim.window_rtl(f"wrev_{tag}", "WindowReverse", h, w, win, p, c, pe, 10, True, 10, banks)
     free = _check(wr, [ctx.reshape(-1, c)], ops.op_window_reverse(a, {}, ctx.reshape(-1, n_tok, c))[0].reshape(-1, c), seeds=(1,))
     node = Node("WindowReverse", "wr", ["x"], ["y"], attrs=a, dtype="INT10")
     cost = node_cost(node, {"x": win_shape, "y": map_shape})["cycles"]
     assert abs(_period(free, wr, h * w * cf) - cost) <= 0.05 * cost
     if int(np.sqrt(p)) ** 2 == p:
         ob = (512 * n_win).bit_length() + 1
-        pu = rtlsim.window_rtl(f"pup_{tag}", "PooledUpsample", h, w, win, p, c, pe, 10, True, ob)
+        pu = rtlsim.window_rtl(f"pup_{tag}", "PooledUpsample", h, w, win, p, c, pe, 10, True, ob, banks)
         free = _check(pu, [ctx.reshape(-1, c)], ops.op_pooled_upsample(a, {}, ctx.reshape(-1, n_tok, c))[0].reshape(-1, c), seeds=(1,))
         node = Node("PooledUpsample", "pu", ["x"], ["y"], attrs=a, dtype=f"INT{ob}")
         cost = node_cost(node, {"x": win_shape, "y": map_shape})["cycles"]

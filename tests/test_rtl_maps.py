@@ -2,7 +2,8 @@
 (map_tokens.sv.j2: ShiftBranch box / mix, TokenPool; map_conv.sv.j2: XnorConv2d, IntConv2d),
 built from hw.graph nodes through node_rtl, against their golden models under random input
 gaps and output back-pressure; their steady-state cycles per image against hw.cost.node_cost
-(the image read, then every output word's taps read one per cycle).
+(two banks: max(image read, every output word's taps read one per cycle); one bank, BANKS = 1:
+the two add up).
 
 Each kernel size / folding is one Verilator build (~2.5 s, cached in build/rtlsim).
 """
@@ -47,72 +48,77 @@ def _run(node, in_dtype, x, want, rows_in, rows_out, channels, seeds=(1, 2)):
 
 
 # ---------------------------------------------------------------------- ShiftBranch
-@pytest.mark.parametrize("kind,axis,reach,pe,hw_", [
-    ("box", "h", 2, 1, (3, 4)),        # PE = 1, reach = H - 1: both sides wrap
-    ("box", "w", 1, 8, (5, 3)),        # fully parallel
-    ("box", "w", 2, 4, (2, 3)),        # reach = W - 1
-    ("box", "h", 2, 2, (2, 2)),        # reach = H (the shipped model's last stage): wraps twice
-    ("box", "w", 3, 1, (3, 2)),        # reach > W
-    ("mix", "", 1, 2, (5, 7)),         # PE = C / 4 (a word per quarter)
-    ("mix", "", 2, 1, (3, 4)),         # PE = 1
-    ("mix", "", 5, 1, (3, 2)),         # shift beyond the map: mod H, mod W
+@pytest.mark.parametrize("kind,axis,reach,pe,hw_,banks", [
+    ("box", "h", 2, 1, (3, 4), 2),     # PE = 1, reach = H - 1: both sides wrap
+    ("box", "h", 1, 2, (4, 3), 1),     # one bank: read, then emit
+    ("box", "w", 1, 8, (5, 3), 2),        # fully parallel
+    ("box", "w", 2, 4, (2, 3), 2),        # reach = W - 1
+    ("box", "h", 2, 2, (2, 2), 2),        # reach = H (the shipped model's last stage): wraps twice
+    ("box", "w", 3, 1, (3, 2), 2),        # reach > W
+    ("mix", "", 1, 2, (5, 7), 2),         # PE = C / 4 (a word per quarter)
+    ("mix", "", 2, 1, (3, 4), 2),         # PE = 1
+    ("mix", "", 5, 1, (3, 2), 2),
+    ("mix", "", 1, 1, (3, 3), 1),      # one bank         # shift beyond the map: mod H, mod W
 ])
-def test_shift_branch_rtl_equals_golden_and_cost(kind, axis, reach, pe, hw_):
+def test_shift_branch_rtl_equals_golden_and_cost(kind, axis, reach, pe, hw_, banks):
     h, w = hw_
     c = 8
     x = np.random.default_rng(reach * 10 + pe + h).integers(-512, 512, (IMAGES, h, w, c))
     m = x.transpose(0, 3, 1, 2)
     want = box_sum(m, reach, 2 if axis == "h" else 3) if kind == "box" else channel_mix(m, reach)
-    node = Node("ShiftBranch", f"shift_{kind}{axis}{reach}_{pe}_{h}x{w}", ["x"], ["y"],
-                attrs=dict(kind=kind, axis=axis, reach=reach, H=h, W=w, PE=pe),
+    node = Node("ShiftBranch", f"shift_{kind}{axis}{reach}_{pe}_{h}x{w}_{banks}", ["x"], ["y"],
+                attrs=dict(kind=kind, axis=axis, reach=reach, H=h, W=w, PE=pe, BANKS=banks),
                 dtype="INT13" if kind == "box" else "INT10")
     _run(node, "INT10", x.reshape(-1, c), want.transpose(0, 2, 3, 1).reshape(-1, c), h * w, h * w, c)
 
 
 # ---------------------------------------------------------------------- TokenPool
-@pytest.mark.parametrize("mode,k,pe,signed", [("max", 2, 2, True), ("sum", 2, 8, True), ("max", 3, 1, True),
-                                              ("sum", 3, 4, False)])
-def test_token_pool_rtl_equals_golden_and_cost(mode, k, pe, signed):
+@pytest.mark.parametrize("mode,k,pe,signed,banks", [("max", 2, 2, True, 2), ("sum", 2, 8, True, 2),
+                                                    ("max", 3, 1, True, 2), ("sum", 3, 4, False, 2),
+                                                    ("sum", 2, 2, True, 1)])
+def test_token_pool_rtl_equals_golden_and_cost(mode, k, pe, signed, banks):
     h, w, c = 6, 3 * k if k == 3 else 4, 8
     lo, hi = (-512, 512) if signed else (0, 1024)
     x = np.random.default_rng(k + pe).integers(lo, hi, (IMAGES, h, w, c))
     x[0, :k, :k, 0] = lo                                   # a block of minima: max must not start at 0
     want = (max_pool if mode == "max" else sum_pool)(x.transpose(0, 3, 1, 2), k)
     in_dt = "INT10" if signed else "UINT10"
-    node = Node("TokenPool", f"pool_{mode}{k}_{pe}_{int(signed)}", ["x"], ["y"],
-                attrs=dict(H=h, W=w, k=k, mode=mode, PE=pe), dtype=in_dt if mode == "max" else "INT15")
+    node = Node("TokenPool", f"pool_{mode}{k}_{pe}_{int(signed)}_{banks}", ["x"], ["y"],
+                attrs=dict(H=h, W=w, k=k, mode=mode, PE=pe, BANKS=banks), dtype=in_dt if mode == "max" else "INT15")
     _run(node, in_dt, x.reshape(-1, c), want.transpose(0, 2, 3, 1).reshape(-1, c), h * w,
          (h // k) * (w // k), c)
 
 
 # ---------------------------------------------------------------------- XnorConv2d
-@pytest.mark.parametrize("h,w,c,o,g,k,s,p,d,pe", [
-    (6, 5, 8, 8, 4, 3, 1, 1, 1, 2),      # MSGDC branch, odd map, groups
-    (6, 6, 8, 8, 4, 3, 1, 3, 3, 1),      # dilation 3: most taps of the border pixels are padding, PE = 1
-    (7, 7, 8, 8, 4, 3, 1, 5, 5, 8),      # dilation 5 > half the map, fully parallel outputs
-    (8, 8, 8, 16, 1, 2, 2, 0, 1, 4),     # 2x2 patch merging, stride 2
+@pytest.mark.parametrize("h,w,c,o,g,k,s,p,d,pe,banks", [
+    (6, 5, 8, 8, 4, 3, 1, 1, 1, 2, 2),      # MSGDC branch, odd map, groups
+    (6, 6, 8, 8, 4, 3, 1, 3, 3, 1, 2),      # dilation 3: most taps of the border pixels are padding, PE = 1
+    (7, 7, 8, 8, 4, 3, 1, 5, 5, 8, 2),      # dilation 5 > half the map, fully parallel outputs
+    (8, 8, 8, 16, 1, 2, 2, 0, 1, 4, 2),     # 2x2 patch merging, stride 2
+    (6, 5, 8, 8, 4, 3, 1, 1, 1, 2, 1),      # one bank
 ])
-def test_xnor_conv_rtl_equals_golden_and_cost(h, w, c, o, g, k, s, p, d, pe):
+def test_xnor_conv_rtl_equals_golden_and_cost(h, w, c, o, g, k, s, p, d, pe, banks):
     rng = np.random.default_rng(h * w + d)
     x = rng.choice([-1, 1], (IMAGES, h, w, c))
     wt = rng.choice([-1, 1], (o, c // g, k, k))
     want = binary_conv2d(x.transpose(0, 3, 1, 2).astype(np.int8), wt.astype(np.int8), s, p, d, g)
     ho, wo = want.shape[2:]
-    node = Node("XnorConv2d", f"xconv_{h}x{w}_k{k}d{d}g{g}s{s}_{pe}", ["x"], ["y"],
-                attrs=dict(H=h, W=w, kernel=k, stride=s, pad=p, dilation=d, groups=g, PE=pe),
+    node = Node("XnorConv2d", f"xconv_{h}x{w}_k{k}d{d}g{g}s{s}_{pe}_{banks}", ["x"], ["y"],
+                attrs=dict(H=h, W=w, kernel=k, stride=s, pad=p, dilation=d, groups=g, PE=pe, BANKS=banks),
                 params=dict(w=wt), dtype="INT8")
     _run(node, "BIPOLAR", (x.reshape(-1, c) + 1) // 2, want.transpose(0, 2, 3, 1).reshape(-1, o), h * w,
          ho * wo, o)
 
 
 # ---------------------------------------------------------------------- IntConv2d (stem)
-@pytest.mark.parametrize("h,w,cin,o,k,s,simd,pe", [
-    (8, 8, 3, 6, 2, 2, 4, 3),            # the stem's shape: stride = kernel
-    (6, 6, 3, 4, 3, 3, 1, 1),            # PE = SIMD = 1
-    (4, 4, 3, 8, 2, 2, 12, 8),           # fully parallel
-    (5, 5, 1, 2, 3, 1, 9, 1),            # overlapping windows (stride 1)
+@pytest.mark.parametrize("h,w,cin,o,k,s,simd,pe,banks", [
+    (8, 8, 3, 6, 2, 2, 4, 3, 2),            # the stem's shape: stride = kernel
+    (6, 6, 3, 4, 3, 3, 1, 1, 2),            # PE = SIMD = 1
+    (4, 4, 3, 8, 2, 2, 12, 8, 2),           # fully parallel
+    (5, 5, 1, 2, 3, 1, 9, 1, 2),            # overlapping windows (stride 1)
+    (8, 8, 3, 6, 2, 2, 4, 3, 1),            # one bank
 ])
-def test_int_conv_rtl_equals_golden_and_cost(h, w, cin, o, k, s, simd, pe):
+def test_int_conv_rtl_equals_golden_and_cost(h, w, cin, o, k, s, simd, pe, banks):
     rng = np.random.default_rng(h + o + simd)
     x = rng.integers(0, 256, (IMAGES, h, w, cin))
     x[0, :k, :k] = 255
@@ -121,8 +127,9 @@ def test_int_conv_rtl_equals_golden_and_cost(h, w, cin, o, k, s, simd, pe):
     want = int_conv2d(x.transpose(0, 3, 1, 2), wt, s)
     ho, wo = want.shape[2:]
     bits = (int(np.abs(wt).reshape(o, -1).sum(1).max()) * 255).bit_length() + 1
-    node = Node("IntConv2d", f"iconv_{h}x{w}_k{k}s{s}_{simd}_{pe}", ["x"], ["y"],
-                attrs=dict(H=h, W=w, stride=s, PE=pe, SIMD=simd), params=dict(w=wt), dtype=f"INT{bits}")
+    node = Node("IntConv2d", f"iconv_{h}x{w}_k{k}s{s}_{simd}_{pe}_{banks}", ["x"], ["y"],
+                attrs=dict(H=h, W=w, stride=s, PE=pe, SIMD=simd, BANKS=banks), params=dict(w=wt),
+                dtype=f"INT{bits}")
     _run(node, "UINT8", x.reshape(-1, cin), want.transpose(0, 2, 3, 1).reshape(-1, o), h * w, ho * wo, o)
 
 

