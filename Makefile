@@ -23,7 +23,8 @@ GOLDEN_ARGS ?=
 EXPORT_ARGS ?=
 BOARD   ?= pynq-z2
 HLS_ARGS ?=
-# `make hls MODEL=x` takes checkpoints/x/model.pt; otherwise CKPT
+SIM_ARGS ?=
+# `make hls` / `make sim` with MODEL=x take checkpoints/x/model.pt; otherwise CKPT
 HLS_CKPT := $(if $(filter command line environment,$(origin MODEL)),checkpoints/$(MODEL)/model.pt,$(CKPT))
 QAT_ARGS ?=
 DATA_ARG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
@@ -33,7 +34,7 @@ else
   LAUNCH := $(PY) -m torch.distributed.run --nproc_per_node=$(NPROC) $(TORCHRUN_ARGS) -m model.train
 endif
 
-.PHONY: setup train eval ship golden qat export hls test demo benchmark clean help
+.PHONY: setup train eval ship golden qat export hls sim test demo benchmark clean help
 help:
 	@echo "make demo      set-up, a short training, evaluation, and the dataflow export of the shipped model"
 	@echo "make train     MODEL=$(MODEL) DATA=$(DATA) EPOCHS=$(EPOCHS) [NPROC=N] [TEACHER=none]"
@@ -42,7 +43,10 @@ help:
 	@echo "make qat       CKPT=$(CKPT): fine-tune the integer network through its hardware-exact PyTorch form"
 	@echo "make export    CKPT=$(CKPT): FINN-form dataflow ONNX graph, verified bit-exact against golden, + cost report"
 	@echo "make hls       BOARD=$(BOARD) [MODEL=...] [HLS_ARGS=...]: HLS project (C++, Vitis HLS + Vivado Tcl), C simulation vs golden"
-	@echo "make test      the test suite"
+	@echo "make sim       BOARD=$(BOARD) [MODEL=...] [SIM_ARGS=...]: whole design in Verilator vs golden, measured cycles, Yosys resources"
+	@echo "make bitstream BOARD=$(BOARD) [BACKEND=hls|rtl] [BITSTREAM_ARGS=...]: Vitis HLS / Vivado to a .bit + deploy bundle (needs Vivado)"
+	@echo "make deploy    BOARD=$(BOARD) PYNQ_HOST=user@host: copy the bundle to the board, validate it there, fetch the results"
+	@echo "make test      the test suite, golden comparisons against C / RTL simulation included (pytest tests/ --golden)"
 
 setup:
 	@bash tools/setup.sh
@@ -78,8 +82,11 @@ export: setup
 hls: setup
 	$(PY) -m flows.hls --board $(BOARD) --ckpt $(HLS_CKPT) --act-bits $(ACT_BITS) $(HLS_ARGS)
 
+sim: setup
+	$(PY) -m flows.sim --board $(BOARD) --ckpt $(HLS_CKPT) --act-bits $(ACT_BITS) $(SIM_ARGS)
+
 test: setup
-	$(PY) -m pytest tests/ -q
+	$(PY) -m pytest tests/ --golden -q
 
 demo: setup
 	$(MAKE) train EPOCHS=1 TEACHER_EPOCHS=1 OUT=runs/demo TEACHER=runs/demo_teacher/last.pt COMPILE=0 \
@@ -92,3 +99,15 @@ benchmark: setup
 
 clean:
 	rm -rf build runs .pytest_cache
+
+# ---- deployment on PYNQ (flows/bitstream.py, flows/deploy.py; flows/README.md)
+BACKEND ?= hls
+BITSTREAM_ARGS ?=
+PYNQ_HOST ?=
+DEPLOY_ARGS ?=
+.PHONY: bitstream deploy
+bitstream: setup
+	$(PY) -m flows.bitstream --board $(BOARD) --backend $(BACKEND) --ckpt $(HLS_CKPT) --act-bits $(ACT_BITS) $(BITSTREAM_ARGS)
+
+deploy: setup
+	$(PY) -m flows.deploy --board $(BOARD) --model $(MODEL) --host "$(PYNQ_HOST)" $(DEPLOY_ARGS)

@@ -1,10 +1,51 @@
-"""Shared fixtures: the shipped checkpoint, Fashion-MNIST and its integer network."""
+"""Shared fixtures: the shipped checkpoint, Fashion-MNIST and its integer network; the
+``--golden`` option.
+
+Golden comparisons (a golden model against C simulation or RTL simulation: every test of
+tests/test_hls_*.py and tests/test_rtl_*.py, and any test marked ``golden``) take most of the
+suite's time and run only with ``pytest tests/ --golden`` (what ``make test`` and CI run);
+without it they are deselected and the summary says how many.
+"""
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "checkpoints/bhvit_pynq_fmnist/model.pt"
+GOLDEN_MODULES = ("test_hls_", "test_rtl_")        # every test of these modules is marked golden
+_DESELECTED = pytest.StashKey[int]()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--golden", action="store_true", default=False,
+                     help="also run the golden-model comparisons against C and RTL simulation (tests/test_hls_*.py, "
+                          "tests/test_rtl_*.py and tests marked golden); `make test` does")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "golden: compares a golden model with C or RTL simulation; runs only with "
+                                       "--golden (deselected otherwise)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name.startswith(GOLDEN_MODULES):
+            item.add_marker(pytest.mark.golden)
+    if config.getoption("--golden"):
+        return
+    golden = [item for item in items if item.get_closest_marker("golden")]
+    if golden:
+        config.hook.pytest_deselected(items=golden)
+        items[:] = [item for item in items if not item.get_closest_marker("golden")]
+    config.stash[_DESELECTED] = len(golden)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    n = config.stash.get(_DESELECTED, 0)
+    if n:
+        terminalreporter.write_line(f"{n} golden comparison{'s' if n > 1 else ''} (golden model vs C / RTL simulation) "
+                                    f"{'were' if n > 1 else 'was'} deselected; run them with `pytest tests/ --golden` "
+                                    "(or `make test`)", yellow=True, bold=True)
 
 
 @pytest.fixture(scope="session")

