@@ -105,3 +105,30 @@ def test_vendor_tools_on_path_are_run_in_order(tmp_path, monkeypatch):
     monkeypatch.setenv("FAIL_VITIS_HLS", "1")
     res = hls.run_vendor(proj, print)
     assert res["vitis_hls"].startswith("failed (exit 1") and res["vivado"].startswith("skipped")
+
+
+def test_fold_for_board_trades_map_banks_for_block_ram(shipped_net):
+    """Two banks everywhere do not fit the xc7z020's block RAM: fold_for_board drops map buffers
+    to one bank (those that keep the target first) until the estimate, FIFOs included, fits;
+    a board with room keeps two banks everywhere."""
+    import copy
+
+    from flows.boards import get_board
+    from flows.common import DEFAULT_MAX_UTIL, estimate, fits, fold_for_board
+    from hw.cost import BANKED_OPS, fold_for_target
+    from hw.hls_top import design
+    shape = (32, 32, 1)
+    g = copy.deepcopy(shipped_net.graph)
+    fold_for_target(g, shape, 10_000)
+    assert not fits(estimate(g, shape, get_board("pynq-z2"), design(g, shape)), DEFAULT_MAX_UTIL)
+    fb = fold_for_board(g, shape, get_board("pynq-z2"), 10_000, DEFAULT_MAX_UTIL)
+    one = {n.name for n in g.nodes if n.op in BANKED_OPS and n.attrs["BANKS"] == 1}
+    assert one and one == set(fb["one_bank"]) and not fb["relaxed"]
+    est = estimate(g, shape, get_board("pynq-z2"), design(g, shape))
+    assert fits(est, DEFAULT_MAX_UTIL) and est["used"] == fb["estimate"]["used"]
+    # every one-bank buffer was needed: with the last one back at two banks it no longer fits
+    g.nodes[[n.name for n in g.nodes].index(fb["one_bank"][-1])].attrs["BANKS"] = 2
+    assert not fits(estimate(g, shape, get_board("pynq-z2"), design(g, shape)), DEFAULT_MAX_UTIL)
+    big = copy.deepcopy(shipped_net.graph)
+    fb = fold_for_board(big, shape, get_board("zcu104"), 10_000, DEFAULT_MAX_UTIL)
+    assert fb["one_bank"] == [] and all(n.attrs["BANKS"] == 2 for n in big.nodes if n.op in BANKED_OPS)
