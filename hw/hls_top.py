@@ -39,9 +39,10 @@ DEFAULT_DEPTH = 2
 # ops that read a whole map (or attention window) before their first output
 BUFFERING_OPS = ("IntConv2d", "XnorConv2d", "ShiftBranch", "TokenPool", "AttentionTokens", "WindowReverse",
                  "PooledUpsample", "QDAttention", "TokenSum")
-# ops that read a whole row (token) before its first output word (the RTL channel repeat takes
-# a row into one of two row banks while it replays the other)
-ROW_BUFFERING_OPS = ("MVAU", "IntLinear", "IntLayerNorm", "RepeatChannels")
+# ops that read a whole row (token) before its first output word (the RTL channel repeat also
+# emits a row late, the HLS one passes its first copy through: sized for the HLS one, the RTL
+# top's FIFO after a repeat has a row more than it needs)
+ROW_BUFFERING_OPS = ("MVAU", "IntLinear", "IntLayerNorm")
 # multi-input ops that read all of input 0 before the others (the rest read inputs in lock step)
 SEQUENTIAL_READERS = ("AttentionTokens",)
 

@@ -80,17 +80,17 @@ def test_threshold_rtl_equals_golden(c, ib, pe):
     assert free.latency == 1
 
 
-@pytest.mark.parametrize("depth,latency", [(4, 1), (200, 3)])     # LUTRAM; block RAM + skid register
+@pytest.mark.parametrize("depth,latency", [(4, 1), (1000, 3)])     # LUTRAM; block RAM (> 16 kbit) + skid register
 def test_fifo_passes_words_under_backpressure(depth, latency):
     s = stream(12, 4, 5, signed=True)
     k = rtlsim.fifo_rtl(f"fifo_test_{depth}", s, depth)
-    x = np.random.default_rng(0).integers(-16, 16, (90, 12))
+    x = np.random.default_rng(0).integers(-16, 16, (400, 12))
     for seed in (3, 4):
         assert np.array_equal(rtlsim.simulate(k, x, seed=seed, **GAPS).out, x)
     free = rtlsim.simulate(k, x)
     assert free.cycles_per_row == 3 and free.latency == latency
     # it holds exactly DEPTH words while the output is stalled
-    with pytest.raises(rtlsim.RtlDeadlock, match=rf"{depth}/270 input words in, 0/270 output words out"):
+    with pytest.raises(rtlsim.RtlDeadlock, match=rf"{depth}/1200 input words in, 0/1200 output words out"):
         rtlsim.simulate(k, x, p_stall=1.0, idle=200)
 
 

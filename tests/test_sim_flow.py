@@ -74,7 +74,7 @@ def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet
     # the folding is make hls's (the fixture's graph), so is the cost model's prediction
     cost = graph_cost(shipped_pynq_graph, (32, 32, 1))
     assert json.loads((out / "folding.json").read_text()) == {
-        n.name: {k: int(n.attrs[k]) for k in ("PE", "SIMD") if k in n.attrs} for n in shipped_pynq_graph.nodes}
+        n.name: {k: int(n.attrs[k]) for k in ("PE", "SIMD", "BANKS") if k in n.attrs} for n in shipped_pynq_graph.nodes}
     assert rep["estimate"]["cost"]["cycles_per_image"] == cost["cycles_per_image"]
     m = rep["measured"]
     assert m["cycles_per_image"] >= cost["cycles_per_image"] * 0.95
@@ -84,6 +84,11 @@ def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet
     assert rep["cost_deviation_pct"] == pytest.approx(
         100 * (m["cycles_per_image"] - cost["cycles_per_image"]) / cost["cycles_per_image"])
     assert len(rep["layers"]) == 188 and rep["fifos"] > 188
+    # FIFO depths sized from the occupancy measured: one per FIFO, never below 2, less block RAM
+    sized = json.loads((out / "fifo_depths.json").read_text())
+    assert len(sized) == rep["fifos"] and min(sized.values()) >= 2
+    assert rep["fifo_bram36"]["measured"] <= rep["fifo_bram36"]["delay_model"]
+    assert rep["measured_bottlenecks"] and "Kernels holding the pipeline back" in (out / "report.md").read_text()
     bott = next(r for r in rep["layers"] if r["name"] == cost["bottleneck"])
     assert bott["utilisation"] == pytest.approx(cost["cycles_per_image"] / m["cycles_per_image"])
     assert rep["synth"] is None and rep["synth_skipped"] == "--no-synth"
