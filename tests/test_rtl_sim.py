@@ -120,3 +120,7 @@ def test_yosys_puts_an_image_sized_fifo_in_block_ram():
     assert deep["BRAM"] >= 2 and deep["LUTRAM"] <= 4 and deep["LUT"] < 200     # 80 kbit; the skid in LUTRAM
     small = rtlsim.synth_counts(*(lambda k: (k.source, k.module))(rtlsim.fifo_rtl("fifo_small", stream(10, 1, 10), 128)))
     assert small["BRAM"] == 0          # up to LUTRAM_DEPTH = 128 words: distributed RAM
+    # deeper but <= LUTRAM_BITS: without ram_style = "distributed" Yosys moved the read-address
+    # register into the read port and built this one from RAMB18s
+    mid = rtlsim.synth_counts(*(lambda k: (k.source, k.module))(rtlsim.fifo_rtl("fifo_mid", stream(10, 1, 10), 258)))
+    assert mid["BRAM"] == 0 and mid["LUTRAM"] > 0

@@ -26,7 +26,6 @@ module bhvit_fifo #(
 );
     localparam int AW = (DEPTH > 1) ? $clog2(DEPTH) : 1;
     localparam int CW = $clog2(DEPTH + 1);
-    logic [WIDTH-1:0] mem [DEPTH];
     logic [AW-1:0] rd, wr;
     logic push, pop;
 
@@ -43,12 +42,14 @@ module bhvit_fifo #(
         if (!rst_n) wr <= '0;
         else if (push) wr <= (wr == AW'(DEPTH - 1)) ? '0 : wr + 1'b1;
     end
-    always_ff @(posedge clk) begin
-        if (push) mem[wr] <= in0_tdata;
-    end
-
     generate
         if (DEPTH <= LUTRAM_DEPTH || DEPTH * WIDTH <= LUTRAM_BITS) begin : g_lutram
+            // without the attribute, synthesis folds the read-address register into the read
+            // port and builds even a few hundred words from block RAM
+            (* ram_style = "distributed" *) logic [WIDTH-1:0] mem [DEPTH];
+            always_ff @(posedge clk) begin
+                if (push) mem[wr] <= in0_tdata;
+            end
             assign out_tvalid = (count != '0);
             assign out_tdata = mem[rd];
             always_ff @(posedge clk) begin
@@ -56,6 +57,10 @@ module bhvit_fifo #(
                 else if (pop) rd <= (rd == AW'(DEPTH - 1)) ? '0 : rd + 1'b1;
             end
         end else begin : g_bram
+            (* ram_style = "block" *) logic [WIDTH-1:0] mem [DEPTH];
+            always_ff @(posedge clk) begin
+                if (push) mem[wr] <= in0_tdata;
+            end
             logic [CW-1:0] ram_n;          // words in the RAM not yet read
             logic issue, inflight;         // a RAM read now / its word lands in the skid now
             logic [WIDTH-1:0] q;           // the registered RAM read
