@@ -178,7 +178,7 @@ def fixed_rtl(name: str, kind: str, in_bits, signed, mults: dict, bias, shift: i
     src = _env().get_template("fixed.sv.j2").render(
         node=name, module=module, kind=kind, c=c, pe=pe, cf=cf, t=t, cfw=_bits(cf), bw=_bits(t * cf),
         inputs=inputs, mults=mlist, bb=bb, bias_rom=bias_rom, ab=ab, shift=int(shift), ob=out_bits,
-        vw=max(ab + 2 + max(-int(shift), 0), out_bits + 1))
+        vw=max(ab + 2 + max(-int(shift), 0), out_bits + 1), m_sel_bits=max(m["bits"] for m in mlist))
     return RtlKernel(name, module, src, [stream(c, pe, in_bits[i], bool(signed[i])) for i in range(n)],
                      stream(c, pe, out_bits, True))
 

