@@ -36,6 +36,16 @@ from flows.common import (FlowInputError, board_dict, command_line, flow_parser,
                           plot_cycles_and_resources, prepare_or_exit, write_folding, write_report)
 
 IDLE_CYCLES = 200_000      # no word moving for this long is a deadlock (the largest map buffers fill in less)
+
+
+def idle_limit(graph, image_shape) -> int:
+    """Cycles without a word in or out of the top after which a simulation is a deadlock: at
+    least IDLE_CYCLES and twice the cost model's latency (the sum of the nodes' cycles per
+    image).  After the last input word the top moves no word until the first result leaves it,
+    so a fixed limit called a slowly folded top deadlocked (the PYNQ-Z2 top folded for 33,750
+    cycles per image on 4 images: its first result leaves after more than 200,000 idle cycles)."""
+    from hw.cost import graph_cost
+    return max(IDLE_CYCLES, 2 * graph_cost(graph, image_shape)["latency_cycles"])
 RESOURCES = ("LUT", "FF", "BRAM", "DSP")
 ESTIMATE_KEY = dict(LUT="luts", BRAM="bram36", DSP="dsps")      # flows.common.estimate's names; no FF there
 
@@ -116,7 +126,7 @@ def write_sim_report(folder: Path, res: dict) -> None:
     md += ["## How each figure was measured", "",
            f"* Logits, cycles, latency, FIFOs: `{res['command']}` builds the stitched top "
            f"(`hw.rtl_top.rtl_top`) with Verilator ({res['tools']['verilator']}; `hw.rtlsim.build`, "
-           f"{build}) and runs `hw.rtlsim.simulate(top, images, idle={IDLE_CYCLES})`: the "
+           f"{build}) and runs `hw.rtlsim.simulate(top, images, idle={res.get('idle_cycles', IDLE_CYCLES):,})` (flows.sim.idle_limit): the "
            f"{res['images']} images back to back, every input word valid as soon as it may be, the output always "
            f"ready ({res['simulate_s']:.0f} s). Cycles per image = mean interval between the cycles in which "
            "consecutive images' last logit words leave the top; latency = first pixel word taken -> last logit "
@@ -223,7 +233,8 @@ def main(argv=None) -> int:
         rtlsim.build(top)
         t2 = time.time()
         print(f"[sim] simulating {n} test images")
-        run = rtlsim.simulate(top, images.reshape(-1, shape[-1]), idle=IDLE_CYCLES)
+        idle = idle_limit(graph, shape)
+        run = rtlsim.simulate(top, images.reshape(-1, shape[-1]), idle=idle)
     except rtlsim.RtlSimError as exc:
         print(f"error: RTL simulation failed: {exc}", file=sys.stderr)
         return 1
@@ -274,7 +285,7 @@ def main(argv=None) -> int:
                max_util=a.max_util, folding_source=pr.folding_source, images=n, equal=equal, mismatched_images=bad,
                measured=m, cost_deviation_pct=dev, estimate=est, layers=layers, fifos=len(run.fifos),
                fifos_full=full, fifo_bram36=fifo_bram, measured_bottlenecks=slow, synth=synth, synth_skipped=skipped if synth is None else "", tools=tools,
-               build_s=round(t2 - t1, 1), simulate_s=round(t3 - t2, 1), seconds=round(time.time() - t0, 1))
+               build_s=round(t2 - t1, 1), simulate_s=round(t3 - t2, 1), idle_cycles=idle, seconds=round(time.time() - t0, 1))
     write_sim_report(folder, res)
     print(f"[sim] wrote {folder}/report.md, report.json, report.png ({res['seconds']:.0f} s)")
     if not equal:

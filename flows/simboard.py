@@ -166,7 +166,9 @@ class SimBoard:
     def from_graph(cls, graph, image_shape, model: str, **kw):
         """The board of a folded graph (builds, or finds cached, the Verilator model)."""
         from hw import rtl_top
+        from flows.sim import idle_limit
         d = rtl_top.rtl_design(graph, image_shape, model)
+        kw.setdefault("idle", idle_limit(graph, image_shape))
         return cls(rtl_top.rtl_top(graph, image_shape, model, d=d), d, **kw)
 
     # the pynq module's names
@@ -262,12 +264,14 @@ def main(argv=None) -> int:
         return 2
     if a.folding is None and (bundle / "folding.json").exists():
         a.folding = str(bundle / "folding.json")
+    from flows.sim import idle_limit
     from hw import rtl_top
     pr = prepare_or_exit(a, "sim", rtl_top.rtl_design)
     if pr is None:
         return 2
     board = SimBoard(rtl_top.rtl_top(pr.graph, pr.image_shape, pr.inp.name, d=pr.design), pr.design,
-                     clock_mhz=pr.board.clock_mhz, seed=a.seed, p_gap=a.p_gap, p_stall=a.p_stall)
+                     clock_mhz=pr.board.clock_mhz, seed=a.seed, p_gap=a.p_gap, p_stall=a.p_stall,
+                     idle=idle_limit(pr.graph, pr.image_shape))
     sys.path.insert(0, str(bundle.resolve()))
     import bhvit_driver.__main__ as drv
     code = drv.main(driver_argv, platform=board)

@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from flows.sim import IDLE_CYCLES
+from flows.sim import idle_limit
 from hw import rtl_top, rtlsim
 from hw.graph import run
 
@@ -27,7 +27,7 @@ def test_whole_shipped_model_in_rtl_equals_golden_on_100_images(shipped, shipped
     top = rtl_top.rtl_top(g, shape, "bhvit_pynq_fmnist", d=d)
     images = shipped[2].images[:100].numpy().transpose(0, 2, 3, 1).astype(np.int64)
     want = run(g, images)
-    res = rtlsim.simulate(top, images.reshape(-1, shape[-1]), idle=IDLE_CYCLES)
+    res = rtlsim.simulate(top, images.reshape(-1, shape[-1]), idle=idle_limit(g, shape))
     assert res.out.shape == want.shape == (100, 10)
     assert np.array_equal(res.out, want)
     # every FIFO of the top reported, drained at the end, never above its depth

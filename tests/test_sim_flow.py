@@ -109,3 +109,17 @@ def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet
     md = (out / "report.md").read_text()
     assert f"| LUT (slice: logic + memory) | {18 * n:,} | {100 * 18 * n / 53_200:.1f} % of 53,200 |" in md
     assert "synth_xilinx -family xc7" in md
+
+
+def test_idle_limit_covers_the_latency(shipped_pynq_graph):
+    """The deadlock limit of the simulations is at least twice the cost model's latency, and never
+    below IDLE_CYCLES (after the last input word no word moves until the first result leaves)."""
+    import copy
+
+    from flows.sim import IDLE_CYCLES, idle_limit
+    from hw.cost import fold_for_target, graph_cost
+    shape = (32, 32, 1)
+    assert idle_limit(shipped_pynq_graph, shape) >= max(IDLE_CYCLES, 2 * graph_cost(shipped_pynq_graph, shape)["latency_cycles"])
+    slow = copy.deepcopy(shipped_pynq_graph)
+    fold_for_target(slow, shape, 10 ** 9)            # every node at PE = SIMD = 1
+    assert idle_limit(slow, shape) == 2 * graph_cost(slow, shape)["latency_cycles"] > IDLE_CYCLES
