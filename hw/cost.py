@@ -215,7 +215,7 @@ def node_cost(node, shapes, in_bits=None) -> dict:
         cycles = max(read, emit)
         mem = banks * sum(_prod(s) * b for s, b in zip(ins, in_bits))
         if node.op in ("ShiftBranch", "TokenPool"):
-            mem = mem * map_band(node.op, a) // a["H"]         # two banks of a band of rows
+            mem = mem * map_band(node.op, a) // a["H"]         # BANKS bands of rows
         shape = (mem // (pe * in_bits[0]), pe * in_bits[0])
         luts += pe * out_bits * 2
     else:   # RepeatChannels, GroupSumChannels, TokenSum
@@ -241,7 +241,8 @@ def graph_cost(graph: Graph, image_shape, clock_mhz: float = 100.0) -> dict:
     costs = [node_cost(n, shapes, [dtype_bits(graph.dtype_of(i)) for i in n.inputs]) for n in graph.nodes]
     own = {n.name: c["cycles"] for n, c in zip(graph.nodes, costs)}
     for n, c in zip(graph.nodes, costs):
-        c["cycles"] = node_period(c, *neighbour_cycles(graph, n, own))
+        if "emit" in c:             # only a one-bank buffer's period depends on its neighbours
+            c["cycles"] = node_period(c, *neighbour_cycles(graph, n, own))
         rows.append(dict(name=n.name, op=n.op, domain=n.domain,
                          out_dtype=n.dtype, out_bits=dtype_bits(n.dtype),
                          in_bits=[dtype_bits(graph.dtype_of(i)) for i in n.inputs],
