@@ -179,6 +179,7 @@ def prepare(a, step: str, make_design, log=print) -> Prepared:
     from hw.cost import FoldingError, check_folding
     from hw.export import apply_folding_file
     from hw.onnx_graph import stream_shapes
+    from hw.passes import lower
 
     from flows.boards import UnknownBoardError, get_board
     try:
@@ -186,7 +187,7 @@ def prepare(a, step: str, make_design, log=print) -> Prepared:
         if not 0 < a.max_util <= 1:
             raise FlowInputError(f"--max-util must be in (0, 1], got {a.max_util}")
         inp = load_inputs(a, f"{step}_{board.name}")
-        graph = inp.net.graph
+        graph = lower(inp.net.graph)
         cfg = inp.model.cfg
         image_shape = (cfg.img_size, cfg.img_size, cfg.in_chans)
         if a.folding:

@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from .graph import Graph, dtype_bits
+from .kernels.shift import CROSS_TAPS
 from .onnx_graph import stream_shapes
 
 BRAM36_BITS = 36 * 1024
@@ -50,8 +51,8 @@ def block_ram36(depth: int, width: int) -> float:
 # image buffers (templates/rtl: ping-pong with 2).  With one, the next image waits until the
 # buffered one is emitted: the node reads at its producer's pace, then emits (graph_cost adds
 # the two); with two, reading and emitting overlap.  One bank halves the buffer's block RAM.
-BANKED_OPS = ("ShiftBranch", "TokenPool", "XnorConv2d", "IntConv2d", "AttentionTokens", "WindowReverse",
-              "PooledUpsample")
+BANKED_OPS = ("ShiftBranch", "ShiftConv", "TokenPool", "XnorConv2d", "IntConv2d", "AttentionTokens",
+              "WindowReverse", "PooledUpsample")
 
 
 FIFO_LUTRAM_DEPTH = 128     # templates/rtl/fifo.sv: FIFOs up to this depth, or up to LUTRAM_MAX_BITS, are LUT RAM
@@ -78,12 +79,22 @@ def banks_of(node) -> int:
 
 
 def map_band(op: str, a: dict) -> int:
-    """Rows of the map that a ShiftBranch / TokenPool kernel buffers at a time
+    """Rows of the map that a ShiftBranch / ShiftConv / TokenPool kernel buffers at a time
     (templates/rtl/map_tokens.sv.j2 handles the map band by band): k rows for k x k pooling,
     the whole map for the shift unit.  (Its sums along W could work on one row, but every
     shift branch meets the others at one join, so a shorter delay there only moves an image
     of buffering from the kernel into that join's FIFO, in wider words.)"""
     return a["k"] if op == "TokenPool" else a["H"]
+
+
+def map_taps(op: str, a: dict) -> int:
+    """Buffer reads per output word of a map kernel (templates/rtl/map_tokens.sv.j2): k x k for
+    pooling, 2 reach + 1 for a box sum, 1 for a channel mix, the 9-tap cross for ShiftConv."""
+    if op == "TokenPool":
+        return a["k"] ** 2
+    if op == "ShiftConv":
+        return len(CROSS_TAPS)
+    return 2 * a["reach"] + 1 if a["kind"] == "box" else 1
 
 
 def _table_bits(v) -> int:
@@ -197,27 +208,30 @@ def node_cost(node, shapes, in_bits=None) -> dict:
         n_terms = len(node.inputs)
         # per-channel multiplier and (per-row) bias tables at the widths the kernels store them
         mem = sum(_table_bits(node.params[f"m{i}"]) for i in range(n_terms)) + _table_bits(node.params["bias"])
-        dsps = pe * n_terms
+        # a term whose multiplier is 1 on every channel (hw/passes.py's fused shift unit) is added as is
+        dsps = pe * sum(not np.all(np.asarray(node.params[f"m{i}"]) == 1) for i in range(n_terms))
         luts += pe * (out_bits + 8)
     elif node.op in ("RPReLU", "Lut", "Thresholding"):
         cycles = math.ceil(out_elems / pe)
         mem = sum(_table_bits(v) for v in node.params.values())
         dsps = pe if node.op == "RPReLU" else 0
         luts += pe * (out_bits + 4)
-    elif node.op in ("ShiftBranch", "TokenPool", "WindowReverse", "AttentionTokens", "PooledUpsample"):
+    elif node.op in ("ShiftBranch", "ShiftConv", "TokenPool", "WindowReverse", "AttentionTokens", "PooledUpsample"):
         # data movement through two image banks (circular shifts, pooling and window reordering
         # need the whole map before the first output; ping-pong: one image written while the
         # previous one is read out)
         read, emit = math.ceil(in_elems / pe), math.ceil(out_elems / pe)
-        if node.op in ("ShiftBranch", "TokenPool"):   # templates/rtl map_tokens: each output word reads its taps
-            taps = a["k"] ** 2 if node.op == "TokenPool" else 2 * a["reach"] + 1 if a["kind"] == "box" else 1
-            emit *= taps
+        if node.op in ("ShiftBranch", "ShiftConv", "TokenPool"):
+            emit *= map_taps(node.op, a)       # templates/rtl map_tokens: each output word reads its taps
         cycles = max(read, emit)
         mem = banks * sum(_prod(s) * b for s, b in zip(ins, in_bits))
-        if node.op in ("ShiftBranch", "TokenPool"):
+        if node.op in ("ShiftBranch", "ShiftConv", "TokenPool"):
             mem = mem * map_band(node.op, a) // a["H"]         # BANKS bands of rows
         shape = (mem // (pe * in_bits[0]), pe * in_bits[0])
         luts += pe * out_bits * 2
+        if node.op == "ShiftConv":      # a multiply-accumulate per lane, coefficients per (channel, tap)
+            mem += _table_bits(node.params["coef"])
+            dsps = pe
     else:   # RepeatChannels, GroupSumChannels, TokenSum
         cycles = math.ceil(max(in_elems, out_elems) / pe)
         luts += pe * out_bits

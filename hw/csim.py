@@ -362,7 +362,7 @@ def _node_code(graph, node, channels: int, tokens_in: int = 0) -> NodeCode:
         "mvau": partial(mvau_code, bipolar_in=True),
         "fixed": fixed_code, "lut": lut_code, "token": token_code, "xnor_conv": xnor_conv_code,
         "int_conv": int_conv_code, "int_linear": int_linear_code, "layernorm": layernorm_code,
-        "qd_attention": qd_attention_code, "window": window_code,
+        "qd_attention": qd_attention_code, "window": window_code, "shift_conv": shift_conv_code,
     }
     return generators[family](**kwargs)
 
@@ -461,6 +461,26 @@ def token_code(name: str, op: str, a: dict, out_channels: int, pe: int, in_bits:
             f"unsigned rows) {{\n    {call};\n}}\n")
     return NodeCode(name, fn, code, [stream(cin, pe, in_bits, in_signed)], stream(out_channels, pe, out_bits, out_signed),
                     rows_out_per_in=ratio)
+
+
+def shift_conv_code(name: str, coef, h: int, w: int, channels: int, pe: int, in_bits: int, in_signed: bool,
+                    out_bits: int) -> NodeCode:
+    """``bhvit::shift_conv``: the fused shift unit (hw/passes.py), a circular depthwise
+    convolution over hw.kernels.shift.CROSS_TAPS with coef (C, 9)."""
+    from .kernels.shift import CROSS_TAPS
+    coef = np.asarray(coef, dtype=np.int64)
+    if coef.shape != (channels, len(CROSS_TAPS)):
+        raise ValueError(f"{name}: coef has shape {coef.shape}, expected ({channels}, {len(CROSS_TAPS)})")
+    check_fold(name, "PE", channels, pe)
+    fn = c_name(name)
+    kb = _signed_bits(coef)
+    ct = rom_type(c_int(kb), kb, True)
+    rows = ",\n    ".join("{" + ", ".join(str(int(v)) for v in r) + "}" for r in coef)
+    code = (f"static const {ct} {fn}_coef[{channels}][{len(CROSS_TAPS)}] = {{\n    {rows}}};\n"
+            f"void {fn}(hls::stream<ap_uint<{pe * in_bits}> > &in0, hls::stream<ap_uint<{pe * out_bits}> > &out, "
+            f"unsigned rows) {{\n    bhvit::shift_conv<{h}, {w}, {channels}, {pe}, {in_bits}, "
+            f"{'true' if in_signed else 'false'}, {out_bits}>(in0, out, {fn}_coef, rows / {h * w});\n}}\n")
+    return NodeCode(name, fn, code, [stream(channels, pe, in_bits, in_signed)], stream(channels, pe, out_bits, True))
 
 
 def _fold_table(w, pe: int, simd: int) -> str:
@@ -624,9 +644,9 @@ def _pooled_tokens(graph, tensor: str) -> int:
         todo.extend(n.inputs)
     raise ValueError(f"{tensor}: no TokenPool upstream, cannot tell the pooled tokens per image")
 
-SUPPORTED = ("Thresholding", "MVAU", "XnorConv2d", "Affine", "RPReLU", "Lut", "ShiftBranch", "RepeatChannels",
-             "GroupSumChannels", "TokenPool", "TokenSum", "IntConv2d", "IntLinear", "IntLayerNorm", "QDAttention",
-             "AttentionTokens", "WindowReverse", "PooledUpsample")
+SUPPORTED = ("Thresholding", "MVAU", "XnorConv2d", "Affine", "RPReLU", "Lut", "ShiftBranch", "ShiftConv",
+             "RepeatChannels", "GroupSumChannels", "TokenPool", "TokenSum", "IntConv2d", "IntLinear", "IntLayerNorm",
+             "QDAttention", "AttentionTokens", "WindowReverse", "PooledUpsample")
 
 
 def check_graph_nodes(graph, images_nhwc, ops=SUPPORTED, progress: bool = False) -> dict:

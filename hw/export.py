@@ -40,6 +40,7 @@ import numpy as np
 from .cost import FoldingError, check_folding, fold_for_target, graph_cost
 from .finn_lowering import LoweringError
 from .graph import Graph, op_counts
+from .passes import lower
 from .onnx_graph import UnsupportedGraphError, execute_full, stream_shapes, to_onnx, validate
 
 
@@ -225,7 +226,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     model, net, test, out, name, data = inp.model, inp.net, inp.test, inp.out, inp.name, inp.data
-    graph = net.graph
+    graph = lower(net.graph)            # hw/passes.py: the graph the hardware flows build
     image_shape = (model.cfg.img_size, model.cfg.img_size, model.cfg.in_chans)
     try:
         if a.folding:

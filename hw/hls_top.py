@@ -37,8 +37,8 @@ TOP = "bhvit_top"
 IN_AXIS_BITS = 64          # 8 pixels per beat: the DMA's 64-bit HP port moves one per cycle
 DEFAULT_DEPTH = 2
 # ops that read a whole map (or attention window) before their first output
-BUFFERING_OPS = ("IntConv2d", "XnorConv2d", "ShiftBranch", "TokenPool", "AttentionTokens", "WindowReverse",
-                 "PooledUpsample", "QDAttention", "TokenSum")
+BUFFERING_OPS = ("IntConv2d", "XnorConv2d", "ShiftBranch", "ShiftConv", "TokenPool", "AttentionTokens",
+                 "WindowReverse", "PooledUpsample", "QDAttention", "TokenSum")
 # ops that read a whole row (token) before its first output word (the RTL channel repeat also
 # emits a row late, the HLS one passes its first copy through: sized for the HLS one, the RTL
 # top's FIFO after a repeat has a row more than it needs)

@@ -14,7 +14,8 @@ WINDOW_OPS = ("AttentionTokens", "WindowReverse", "PooledUpsample")
 # the generator family of every op with a kernel
 FAMILY = {"Thresholding": "threshold", "MVAU": "mvau", "Affine": "fixed", "RPReLU": "fixed", "XnorConv2d": "xnor_conv",
           "Lut": "lut", **dict.fromkeys(TOKEN_OPS, "token"), "IntConv2d": "int_conv", "IntLinear": "int_linear",
-          "IntLayerNorm": "layernorm", "QDAttention": "qd_attention", **dict.fromkeys(WINDOW_OPS, "window")}
+          "IntLayerNorm": "layernorm", "QDAttention": "qd_attention", **dict.fromkeys(WINDOW_OPS, "window"),
+          "ShiftConv": "shift_conv"}
 
 
 def kernel_args(graph, node, channels: int, tokens_in: int = 0, *, backend: str = "HLS") -> tuple[str, dict]:
@@ -55,6 +56,9 @@ def kernel_args(graph, node, channels: int, tokens_in: int = 0, *, backend: str 
         return family, dict(name=name, op=node.op, a=a, out_channels=channels, pe=pe, in_bits=din.bitwidth(),
                             in_signed=din.signed(), out_bits=dout.bitwidth(), out_signed=dout.signed(),
                             tokens_in=tokens_in)
+    if family == "shift_conv":
+        return family, dict(name=name, coef=p["coef"], h=a["H"], w=a["W"], channels=channels, pe=pe,
+                            in_bits=din.bitwidth(), in_signed=din.signed(), out_bits=dout.bitwidth())
     if family == "int_conv":
         if din.bitwidth() != 8 or din.signed():
             raise ValueError(f"{name}: the stem kernel takes 8-bit unsigned pixels, not {din.name}")

@@ -100,6 +100,10 @@ def op_shift_branch(a, p, x):
     return [_tok(y)]
 
 
+def op_shift_conv(a, p, x):
+    return [_tok(K.cross_conv(_map(x, a["H"], a["W"]), p["coef"]))]
+
+
 def op_token_pool(a, p, x):
     m = _map(x, a["H"], a["W"])
     pool = K.max_pool if a["mode"] == "max" else K.sum_pool
@@ -164,6 +168,7 @@ ATTRS = {
     "RepeatChannels": {"ratio": "i"},
     "GroupSumChannels": {"ratio": "i"},
     "ShiftBranch": {"kind": "s", "axis": "s", "reach": "i", "H": "i", "W": "i"},
+    "ShiftConv": {"H": "i", "W": "i"},
     "TokenPool": {"H": "i", "W": "i", "k": "i", "mode": "s"},
     "AttentionTokens": {"H": "i", "W": "i", "win": "i"},
     "IntLayerNorm": {"eps": "i", "r_bits": "i", "shift": "i", "bits": "i"},
@@ -178,7 +183,8 @@ OPS = {
     "IntConv2d": op_int_conv2d, "Affine": op_affine, "RPReLU": op_rprelu, "Lut": op_lut,
     "Thresholding": op_thresholding, "MVAU": op_mvau, "XnorConv2d": op_xnor_conv2d,
     "RepeatChannels": op_repeat_channels, "GroupSumChannels": op_group_sum_channels,
-    "ShiftBranch": op_shift_branch, "TokenPool": op_token_pool, "AttentionTokens": op_attention_tokens,
+    "ShiftBranch": op_shift_branch, "ShiftConv": op_shift_conv, "TokenPool": op_token_pool,
+    "AttentionTokens": op_attention_tokens,
     "IntLayerNorm": op_layernorm, "QDAttention": op_qd_attention, "WindowReverse": op_window_reverse,
     "PooledUpsample": op_pooled_upsample, "TokenSum": op_token_sum, "IntLinear": op_int_linear,
 }

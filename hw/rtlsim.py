@@ -163,14 +163,18 @@ def fixed_rtl(name: str, kind: str, in_bits, signed, mults: dict, bias, shift: i
         keys = ["m_pos", "m_neg"] if kind == "rprelu" else [f"m{i}"]
         bound += xmax * int(max(np.abs(mults[k]).max(initial=0) for k in keys)) << lshifts[i]
     ab = bound.bit_length() + 2
-    mlist = [dict(name=k, bits=_signed_bits(v), rom=_lanes_rom(v, pe, _signed_bits(v))) for k, v in mults.items()]
-    mb = {m["name"]: m["bits"] for m in mlist}
+    # a multiplier of 1 on every channel (the fused shift unit's term, hw/passes.py) needs no
+    # table and no product
+    units = {k for k, v in mults.items() if kind == "affine" and bool(np.all(v == 1))}
+    mlist = [dict(name=k, bits=_signed_bits(v), rom=_lanes_rom(v, pe, _signed_bits(v))) for k, v in mults.items()
+             if k not in units]
+    mb = {m["name"]: m["bits"] for m in mlist} | dict.fromkeys(units, 2)
     inputs = []
     for i in range(n):
         xb = max(in_bits[i] + 2, pc_k[i].bit_length() + 2)
         mbits = max(mb["m_pos"], mb["m_neg"]) if kind == "rprelu" else mb[f"m{i}"]
         inputs.append(dict(bits=in_bits[i], signed=bool(signed[i]), lshift=lshifts[i], pc_k=pc_k[i], xb=xb,
-                           pb=xb + mbits))
+                           pb=xb + mbits, unit=f"m{i}" in units))
     bb = _signed_bits(bias)
     cf, t = c // pe, bias.shape[0]
     bias_rom = [(r * cf + f, h) for r in range(t) for f, h in _lanes_rom(bias[r], pe, bb)]
@@ -178,7 +182,7 @@ def fixed_rtl(name: str, kind: str, in_bits, signed, mults: dict, bias, shift: i
     src = _env().get_template("fixed.sv.j2").render(
         node=name, module=module, kind=kind, c=c, pe=pe, cf=cf, t=t, cfw=_bits(cf), bw=_bits(t * cf),
         inputs=inputs, mults=mlist, bb=bb, bias_rom=bias_rom, ab=ab, shift=int(shift), ob=out_bits,
-        vw=max(ab + 2 + max(-int(shift), 0), out_bits + 1), m_sel_bits=max(m["bits"] for m in mlist))
+        vw=max(ab + 2 + max(-int(shift), 0), out_bits + 1), m_sel_bits=max([m["bits"] for m in mlist], default=2))
     return RtlKernel(name, module, src, [stream(c, pe, in_bits[i], bool(signed[i])) for i in range(n)],
                      stream(c, pe, out_bits, True))
 
@@ -250,6 +254,34 @@ def map_token_rtl(name: str, op: str, a: dict, c: int, pe: int, in_bits: int, in
         aw=_bits(n_in), bw=_bits(banks * n_in), banks=banks, ty=ty, tx=tx, tyw=_bits(ty), txw=_bits(tx), oh=oh, ow=ow, ohw=_bits(oh), oww=_bits(ow), **kw)
     return RtlKernel(name, module, src, [stream(c, pe, in_bits, in_signed)],
                      stream(c, pe, out_bits, out_signed), rows_out_per_in=ratio)
+
+
+def shift_conv_rtl(name: str, coef, h: int, w: int, channels: int, pe: int, in_bits: int, in_signed: bool,
+                   out_bits: int, banks: int = 2) -> RtlKernel:
+    """The fused shift unit (hw/passes.py fuse_shift_units) in ``templates/rtl/map_tokens.sv.j2``:
+    a circular depthwise convolution over hw.kernels.shift.CROSS_TAPS, coef (C, 9); hw/csim.py
+    ``shift_conv_code``'s arguments.  Each output word reads its 9 taps (one RAM read and one
+    multiply-accumulate per lane and cycle): max(N_IN, 9 N_OUT) cycles per image with two banks."""
+    from .kernels.shift import CROSS_TAPS
+    coef = np.asarray(coef, dtype=np.int64)
+    if coef.shape != (channels, len(CROSS_TAPS)):
+        raise ValueError(f"{name}: coef has shape {coef.shape}, expected ({channels}, {len(CROSS_TAPS)})")
+    check_fold(name, "PE", channels, pe)
+    cf = channels // pe
+    t = len(CROSS_TAPS)
+    kb = max(int(max(coef.max(initial=0), -coef.min(initial=0) - 1)).bit_length() + 1, 2)
+    rom = [(f * t + k, _word_hex(coef[f * pe:(f + 1) * pe, k], kb)) for f in range(cf) for k in range(t)]
+    n = h * w * cf
+    module = _module_name("map", name)
+    src = _env().get_template("map_tokens.sv.j2").render(
+        node=name, module=module, title="fused shift unit: circular depthwise convolution over the 9-tap cross",
+        golden="hw/kernels/shift.py cross_conv", h=h, w=w, c=channels, pe=pe, cf=cf, cfw=_bits(cf),
+        signed=in_signed, ib=in_bits, ob=out_bits, xw=max(out_bits, in_bits + 1), n_in=n, n_out=n,
+        aw=_bits(n), bw=_bits(banks * n), banks=banks, ty=1, tx=t, tyw=_bits(1), txw=_bits(t), oh=h, ow=w,
+        ohw=_bits(h), oww=_bits(w), kind="conv", axis="", reach=0, qf=0, sh=0, sw=0, k=1, mode="", kb=kb,
+        taps=[(k, dh % h, dw % w) for k, (dh, dw) in enumerate(CROSS_TAPS)], coef_rom=rom)
+    return RtlKernel(name, module, src, [stream(channels, pe, in_bits, in_signed)],
+                     stream(channels, pe, out_bits, True))
 
 
 def token_rtl(name: str, op: str, a: dict, out_channels: int, pe: int, in_bits: int, in_signed: bool,
@@ -487,6 +519,7 @@ def node_rtl(graph, node, channels: int, tokens_in: int = 0) -> RtlKernel:
         "threshold": threshold_rtl, "mvau": mvau_rtl, "fixed": fixed_rtl, "lut": lut_rtl, "token": token_rtl,
         "xnor_conv": xnor_conv_rtl, "int_conv": int_conv_rtl, "int_linear": int_linear_rtl,
         "layernorm": layernorm_rtl, "qd_attention": qd_attention_rtl, "window": window_rtl,
+        "shift_conv": shift_conv_rtl,
     }
     return generators[family](**kwargs)
 

@@ -76,13 +76,12 @@ def shipped_intnet_file(shipped_net, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def shipped_pynq_graph(shipped_net):
-    """A copy of shipped_net's graph with the folding `make hls BOARD=pynq-z2` chooses by
+    """shipped_net's graph lowered for hardware (hw.passes.lower) with the folding `make hls BOARD=pynq-z2` chooses by
     default (so per-node C simulation and the whole-top flow share compiled nodes)."""
-    import copy
-
     from flows.boards import get_board
     from flows.hls import DEFAULT_MAX_UTIL, DEFAULT_TARGET_CYCLES, fold_for_board
-    g = copy.deepcopy(shipped_net.graph)
+    from hw.passes import lower
+    g = lower(shipped_net.graph)        # a new graph (hw/passes.py), as the flows build it
     size = shipped_net.cfg.img_size
     fold_for_board(g, (size, size, shipped_net.cfg.in_chans), get_board("pynq-z2"), DEFAULT_TARGET_CYCLES,
                    DEFAULT_MAX_UTIL)

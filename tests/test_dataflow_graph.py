@@ -41,6 +41,59 @@ def test_onnx_graph_equals_golden_on_every_stream(net, images):
     assert np.array_equal(res["logits"], net.forward(images))
 
 
+def test_onnx_of_the_lowered_graph_equals_golden_on_every_stream(net, images):
+    """The graph the hardware flows build (hw.passes.lower: ShiftConv nodes) through qonnx."""
+    from hw.passes import lower
+    low = lower(net.graph)
+    res = verify_onnx(net, low, images[:6], batch=6, progress=False)
+    assert res["equal"] and res["streams_compared"] == len(low.nodes), res
+    assert np.array_equal(res["logits"], net.forward(images[:6]))
+
+
+def test_fused_shift_units_compute_the_same_integers(net, images):
+    """hw.passes.lower: each block's six ShiftBranch nodes become one ShiftConv feeding the
+    block's output Affine (3 inputs instead of 8); every stream the lowered graph keeps, the
+    logits included, equals the network's; the network's own graph is left as it was."""
+    from hw.passes import lower
+    g = net.graph
+    before = [(n.name, dict(n.attrs), list(n.inputs)) for n in g.nodes]
+    low = lower(g)
+    ops = [n.op for n in low.nodes]
+    assert ops.count("ShiftConv") == 4 and "ShiftBranch" not in ops and len(low.nodes) == len(g.nodes) - 20
+    for n in low.nodes:
+        if n.op == "ShiftConv":
+            out = low.node(n.name.rsplit(".", 1)[0] + ".out")
+            assert out.inputs[-1] == n.outputs[0] and len(out.inputs) == 3
+            assert n.params["coef"].shape == (len(n.params["coef"]), 9) and np.all(n.params["coef"] != 0)
+    x = images.transpose(0, 2, 3, 1).astype(np.int64)
+    t_net, t_low = {}, {}
+    assert np.array_equal(run(low, x, t_low), run(g, x, t_net))
+    kept = [n.outputs[0] for n in low.nodes if n.op != "ShiftConv"]
+    assert all(np.array_equal(t_low[k], t_net[k]) for k in kept)
+    assert before == [(n.name, dict(n.attrs), list(n.inputs)) for n in g.nodes]
+    low.nodes[0].attrs["PE"] = 99                                      # folding one does not fold the other
+    assert g.nodes[0].attrs.get("PE") != 99
+
+
+def test_fuse_shift_units_leaves_a_branch_that_other_nodes_read():
+    """A ShiftBranch whose output another node also reads is not folded into the Affine."""
+    from hw.passes import fuse_shift_units
+    a = dict(H=2, W=2)
+    nodes = [Node("ShiftBranch", "b1", ["x"], ["b1"], dict(kind="box", axis="h", reach=1, **a), {}, "INT12"),
+             Node("ShiftBranch", "b2", ["x"], ["b2"], dict(kind="box", axis="w", reach=2, **a), {}, "INT13"),
+             Node("Affine", "out", ["b1", "b2"], ["out"], dict(lshifts=[1, 0], shift=2, bits=10, pc_k=[0, 0]),
+                  dict(m0=np.arange(1, 5), m1=np.arange(5, 9), bias=np.zeros(4, np.int64)), "INT10"),
+             Node("Affine", "tap", ["b2"], ["tap"], dict(lshifts=[0], shift=0, bits=16, pc_k=[0]),
+                  dict(m0=np.ones(4, np.int64), bias=np.zeros(4, np.int64)), "INT16")]
+    from hw.graph import Graph
+    g = Graph(nodes, "x", "out", input_dtype="INT10")
+    low = fuse_shift_units(g)
+    assert [n.op for n in low.nodes] == ["ShiftConv", "ShiftBranch", "Affine", "Affine"]
+    x = np.random.default_rng(0).integers(-512, 512, (3, 4, 4))
+    assert np.array_equal(run(low, x), run(g, x))
+    assert low.node("out").inputs == ["b2", "b1"] and low.node("out").attrs["lshifts"] == [0, 1]
+
+
 def test_finn_nodes_run_finns_code_and_ours_run_hw_ops(net):
     from qonnx.custom_op.registry import getCustomOp
     model = to_onnx(net.graph, IMG)

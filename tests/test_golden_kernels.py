@@ -140,6 +140,26 @@ def test_channel_mix_matches_model(s):
     assert np.array_equal(K.channel_mix(x, s), channel_mix_shift(torch.tensor(x), s).numpy())
 
 
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 6), st.integers(1, 6))
+def test_cross_conv_is_a_circular_depthwise_conv(seed, h, w):
+    """The fused shift unit's kernel against torch: circular padding by 2 (wrapping more than
+    once on maps smaller than 3) and a depthwise 5 x 5 convolution whose kernel is zero off the
+    cross; torch's conv is a correlation, as cross_conv's taps x[h + dh, w + dw] are."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-512, 512, (2, 4, h, w))
+    coef = rng.integers(-2**17, 2**17, (4, len(K.CROSS_TAPS)))
+    k = torch.zeros(4, 1, 5, 5, dtype=torch.float64)
+    for t, (dh, dw) in enumerate(K.CROSS_TAPS):
+        k[:, 0, 2 + dh, 2 + dw] = torch.tensor(coef[:, t], dtype=torch.float64)
+    xt = torch.tensor(x, dtype=torch.float64)
+    idx_h = torch.arange(-2, h + 2) % h
+    idx_w = torch.arange(-2, w + 2) % w
+    padded = xt[:, :, idx_h][:, :, :, idx_w]
+    want = F.conv2d(padded, k, groups=4)
+    assert np.array_equal(K.cross_conv(x, coef), want.numpy().astype(np.int64))
+
+
 def test_channel_repeat_and_group_sum_order():
     x = np.arange(24).reshape(2, 3, 4)
     assert np.array_equal(K.repeat_channels(x, 2), repeat_channels(torch.tensor(x), 2).numpy())

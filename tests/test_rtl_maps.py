@@ -1,5 +1,5 @@
 """Cycle-accurate RTL simulation (Verilator) of the map-buffer kernels of templates/rtl/
-(map_tokens.sv.j2: ShiftBranch box / mix, TokenPool; map_conv.sv.j2: XnorConv2d, IntConv2d),
+(map_tokens.sv.j2: ShiftBranch box / mix, ShiftConv, TokenPool; map_conv.sv.j2: XnorConv2d, IntConv2d),
 built from hw.graph nodes through node_rtl, against their golden models under random input
 gaps and output back-pressure; their steady-state cycles per image against hw.cost.node_cost
 (two banks: max(image read, every output word's taps read one per cycle); one bank, BANKS = 1:
@@ -70,6 +70,31 @@ def test_shift_branch_rtl_equals_golden_and_cost(kind, axis, reach, pe, hw_, ban
                 attrs=dict(kind=kind, axis=axis, reach=reach, H=h, W=w, PE=pe, BANKS=banks),
                 dtype="INT13" if kind == "box" else "INT10")
     _run(node, "INT10", x.reshape(-1, c), want.transpose(0, 2, 3, 1).reshape(-1, c), h * w, h * w, c)
+
+
+# ---------------------------------------------------------------------- ShiftConv (fused shift unit)
+@pytest.mark.parametrize("pe,hw_,banks,signed", [
+    (2, (4, 5), 2, True),     # every tap distinct
+    (1, (2, 2), 2, True),     # the shipped model's last stage: offsets +-2 wrap onto the centre
+    (8, (3, 1), 2, False),    # fully parallel, one column: every W tap is the centre, unsigned input
+    (4, (3, 3), 1, True),     # one bank: read, then emit
+])
+def test_shift_conv_rtl_equals_golden_and_cost(pe, hw_, banks, signed):
+    from hw.graph import sint
+    from hw.kernels.shift import cross_conv
+    h, w = hw_
+    c = 8
+    rng = np.random.default_rng(pe * 100 + h * 10 + banks)
+    lo, hi = (-512, 512) if signed else (0, 1024)
+    x = rng.integers(lo, hi, (IMAGES, h, w, c))
+    coef = rng.integers(-(1 << 17), 1 << 17, (c, 9))
+    coef[0] = -(1 << 17)                                   # the most negative coefficient on every tap
+    x[0, ..., 0] = lo if signed else hi - 1
+    want = cross_conv(x.transpose(0, 3, 1, 2), coef).transpose(0, 2, 3, 1).reshape(-1, c)
+    dt = sint(max(-lo, hi - 1) * int(np.abs(coef).sum(axis=1).max()))
+    node = Node("ShiftConv", f"shift_conv_{pe}_{h}x{w}_{banks}_{int(signed)}", ["x"], ["y"],
+                attrs=dict(H=h, W=w, PE=pe, BANKS=banks), params=dict(coef=coef), dtype=dt)
+    _run(node, "INT10" if signed else "UINT10", x.reshape(-1, c), want, h * w, h * w, c)
 
 
 # ---------------------------------------------------------------------- TokenPool

@@ -1,4 +1,4 @@
-"""The whole shipped PYNQ-Z2 design (188 nodes, every FIFO, fork and gearbox of the stitched
+"""The whole shipped PYNQ-Z2 design (168 nodes, every FIFO, fork and gearbox of the stitched
 top, hw/rtl_top.py) as one RTL top in Verilator, against the golden model on the first 100
 Fashion-MNIST test images (the calls of benchmarks/rtl_whole_model.py).
 

@@ -46,6 +46,44 @@ void shift_box(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB> 
     }
 }
 
+// The fused shift unit (hw/passes.py fuse_shift_units): a circular depthwise convolution over
+// the 9-tap cross, out(h, w, c) = sum_t coef[c][t] * x(h + DH[t] mod H, w + DW[t] mod W, c)
+// (golden: hw/kernels/shift.py cross_conv, whose CROSS_TAPS order DH / DW follow).  One image
+// is buffered, then every output word gathers its 9 taps.
+template <unsigned H, unsigned W, unsigned C, unsigned PE, unsigned IB, bool SIGNED, unsigned OB, typename T>
+void shift_conv(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB> > &out, const T coef[C][9],
+                unsigned images) {
+    static_assert(C % PE == 0, "PE must divide the channel count");
+    constexpr unsigned CF = C / PE;
+    const int DH[9] = {0, -1, 1, -2, 2, 0, 0, 0, 0};
+    const int DW[9] = {0, 0, 0, 0, 0, -1, 1, -2, 2};
+    ap_uint<PE * IB> buf[H * W * CF];
+    for (unsigned img = 0; img < images; img++) {
+        read_words<H * W * CF>(in, buf);
+        for (unsigned h = 0; h < H; h++) {
+            for (unsigned w = 0; w < W; w++) {
+                for (unsigned cf = 0; cf < CF; cf++) {
+#pragma HLS PIPELINE
+                    ap_int<OB> acc[PE];
+                    for (unsigned pe = 0; pe < PE; pe++) acc[pe] = 0;
+                    for (unsigned t = 0; t < 9; t++) {
+                        // (pos + d) mod L for |d| <= 2 with L possibly below 3: add L until non-negative
+                        int hh = int(h) + DH[t], ww = int(w) + DW[t];
+                        while (hh < 0) hh += H;
+                        while (ww < 0) ww += W;
+                        const ap_uint<PE * IB> word = buf[((hh % H) * W + (ww % W)) * CF + cf];
+                        for (unsigned pe = 0; pe < PE; pe++)
+                            acc[pe] += ap_int<OB>(coef[cf * PE + pe][t]) * field<IB, SIGNED>(word, pe);
+                    }
+                    ap_uint<PE * OB> o = 0;
+                    for (unsigned pe = 0; pe < PE; pe++) o(pe * OB + OB - 1, pe * OB) = acc[pe];
+                    out.write(o);
+                }
+            }
+        }
+    }
+}
+
 // Channel mix: the channels in four quarters, rolled by +S along H, -S along H,
 // +S along W, -S along W (np.roll: out[i] = x[i - shift]).  PE divides C/4, so a
 // word never straddles two quarters.
