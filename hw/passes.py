@@ -16,8 +16,9 @@ from .graph import Graph, Node, dtype_max_abs, sint
 from .kernels.shift import CROSS_TAPS, branch_taps
 
 
-def _consumers(graph: Graph, tensor: str) -> list:
-    return [n for n in graph.nodes if tensor in n.inputs]
+def _readers(graph: Graph, tensor: str) -> list:
+    """Names of the nodes that read ``tensor``."""
+    return [n.name for n in graph.nodes if tensor in n.inputs]
 
 
 def fuse_shift_units(graph: Graph) -> Graph:
@@ -43,7 +44,7 @@ def fuse_shift_units(graph: Graph) -> Graph:
         pc_k = list(aff.attrs.get("pc_k") or [0] * len(aff.inputs))
         idx = [i for i, t in enumerate(aff.inputs)
                if t in by_out and by_out[t].op == "ShiftBranch" and pc_k[i] == 0
-               and _consumers(graph, t) == [graph.node(aff.name)]]
+               and _readers(graph, t) == [aff.name]]
         sources = {by_out[aff.inputs[i]].inputs[0] for i in idx}
         if not idx or len(sources) != 1:
             continue
@@ -52,9 +53,10 @@ def fuse_shift_units(graph: Graph) -> Graph:
         if any((b.attrs["H"], b.attrs["W"]) != (h, w) for b in branches):
             continue
         src = sources.pop()
-        channels = len(aff.params["m0"]) if np.ndim(aff.params["m0"]) else None
-        if channels is None:
+        sizes = {int(np.size(aff.params[f"m{i}"])) for i in range(len(aff.inputs))} - {1}
+        if len(sizes) != 1:             # the channel count from the per-channel multipliers
             continue
+        channels = sizes.pop()
         lsh = aff.attrs["lshifts"]
         low = min(lsh[i] for i in idx)
         coef = np.zeros((channels, len(CROSS_TAPS)), dtype=np.int64)
