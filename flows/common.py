@@ -33,14 +33,14 @@ class FlowInputError(ValueError):
 def estimate(graph, image_shape, board, design=None) -> dict:
     """hw.cost's per-node estimate plus the top's FIFOs (each as its block-RAM and LUT-RAM
     parts, hw.cost.fifo_parts), against the board."""
-    from hw.cost import block_ram36, fifo_parts, graph_cost
+    from hw.cost import fifo_block_ram36, fifo_parts, graph_cost
     cost = graph_cost(graph, image_shape, board.clock_mhz)
     fifo_bram = fifo_luts = 0
     if design is not None:
         for c in design.channels:
             big, small = fifo_parts(c.depth, c.bits)
             if big:                        # templates/rtl/fifo.sv: block RAM + a skid register
-                fifo_bram += block_ram36(big, c.bits) or 0.5
+                fifo_bram += fifo_block_ram36(c.depth, c.bits)
                 fifo_luts += 3 * c.bits // 2 + 30
             if small:
                 fifo_luts += -(-c.bits * small // 64) + 8          # LUTRAM + pointers

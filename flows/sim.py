@@ -183,12 +183,8 @@ def sized_fifo_depths(fifos: dict) -> dict:
 
 def fifo_block_ram(channels, depths: dict | None = None) -> float:
     """RAMB36 of the FIFOs (flows.common.estimate's rule) at their depths or at ``depths``."""
-    from hw.cost import block_ram36, fifo_parts
-    total = 0.0
-    for c in channels:
-        big, _ = fifo_parts((depths or {}).get(c.label, c.depth), c.bits)
-        total += (block_ram36(big, c.bits) or 0.5) if big else 0.0
-    return total
+    from hw.cost import fifo_block_ram36
+    return float(sum(fifo_block_ram36((depths or {}).get(c.label, c.depth), c.bits) for c in channels))
 
 
 def check_request(a) -> None:

@@ -37,10 +37,10 @@ RAMB18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 
 RAMB36_SHAPES = ((32768, 1), (16384, 2), (8192, 4), (4096, 9), (2048, 18), (1024, 36), (512, 72))
 
 
-def block_ram36(depth: int, width: int) -> float:
+def block_ram36(depth: int, width: int, lutram_max_bits: int = LUTRAM_MAX_BITS) -> float:
     """RAMB36 equivalents of a depth x width memory in its cheapest aspect ratio (a RAMB18
-    counts one half); 0 for memories small enough for LUTRAM."""
-    if depth * width <= LUTRAM_MAX_BITS:
+    counts one half); 0 for memories of up to ``lutram_max_bits``, which go to LUTRAM."""
+    if depth * width <= lutram_max_bits:
         return 0.0
     n18 = min(-(-depth // d) * -(-width // w) for d, w in RAMB18_SHAPES) / 2
     n36 = min(-(-depth // d) * -(-width // w) for d, w in RAMB36_SHAPES)
@@ -55,7 +55,11 @@ BANKED_OPS = ("ShiftBranch", "ShiftConv", "TokenPool", "XnorConv2d", "IntConv2d"
               "WindowReverse", "PooledUpsample")
 
 
-FIFO_LUTRAM_DEPTH = 128     # templates/rtl/fifo.sv: FIFOs up to this depth, or up to LUTRAM_MAX_BITS, are LUT RAM
+FIFO_LUTRAM_DEPTH = 128     # templates/rtl/fifo.sv: FIFOs up to this depth, or up to FIFO_LUTRAM_BITS, are LUT RAM
+# A LUT-RAM FIFO costs more than its bits / 64 (Yosys, 10-bit words: 1,538 deep 601 slice LUTs, 1,282
+# deep 507, with the read multiplexer and pointers) where block RAM takes one RAMB36 or RAMB18 and
+# about 60 LUTs: from 8 kbit on, a FIFO goes to block RAM (templates/rtl/fifo.sv's LUTRAM_BITS).
+FIFO_LUTRAM_BITS = 8 * 1024
 
 
 def fifo_parts(depth: int, width: int) -> tuple:
@@ -63,14 +67,20 @@ def fifo_parts(depth: int, width: int) -> tuple:
     (block-RAM part's depth, LUT-RAM part's depth).  An image-sized FIFO is a few words deeper
     than a block-RAM shape (an image plus a row of slack: 8,226 x 10 bits would take 4.5 RAMB36
     instead of 2.5 for 8,192), so up to FIFO_LUTRAM_DEPTH words go to a LUT-RAM FIFO behind it."""
-    if depth <= FIFO_LUTRAM_DEPTH or depth * width <= LUTRAM_MAX_BITS:
+    if depth <= FIFO_LUTRAM_DEPTH or depth * width <= FIFO_LUTRAM_BITS:
         return 0, depth
-    best = (block_ram36(depth, width), 0, depth)
+    best = (block_ram36(depth, width, 0), 0, depth)
     for g in (512, 1024, 2048, 4096, 8192, 16384):
         tail = depth % g
-        if 2 <= tail <= FIFO_LUTRAM_DEPTH and (depth - tail) * width > LUTRAM_MAX_BITS:
-            best = min(best, (block_ram36(depth - tail, width), tail, depth - tail))
+        if 2 <= tail <= FIFO_LUTRAM_DEPTH and (depth - tail) * width > FIFO_LUTRAM_BITS:
+            best = min(best, (block_ram36(depth - tail, width, 0), tail, depth - tail))
     return best[2], best[1]
+
+
+def fifo_block_ram36(depth: int, width: int) -> float:
+    """RAMB36 equivalents of a channel FIFO (its block-RAM part, fifo_parts; 0 for LUT RAM)."""
+    big, _ = fifo_parts(depth, width)
+    return block_ram36(big, width, 0) if big else 0.0
 
 
 def banks_of(node) -> int:

