@@ -67,11 +67,11 @@ void shift_conv(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB>
                     ap_int<OB> acc[PE];
                     for (unsigned pe = 0; pe < PE; pe++) acc[pe] = 0;
                     for (unsigned t = 0; t < 9; t++) {
-                        // (pos + d) mod L for |d| <= 2 with L possibly below 3: add L until non-negative
-                        int hh = int(h) + DH[t], ww = int(w) + DW[t];
-                        while (hh < 0) hh += H;
-                        while (ww < 0) ww += W;
-                        const ap_uint<PE * IB> word = buf[((hh % H) * W + (ww % W)) * CF + cf];
+                        // (pos + d) mod L for |d| <= 2: + 2L keeps it non-negative even for L < 3
+                        // (a fixed expression, no data-dependent loop inside the pipeline)
+                        const unsigned hh = unsigned(int(h) + DH[t] + 2 * int(H)) % H;
+                        const unsigned ww = unsigned(int(w) + DW[t] + 2 * int(W)) % W;
+                        const ap_uint<PE * IB> word = buf[(hh * W + ww) * CF + cf];
                         for (unsigned pe = 0; pe < PE; pe++)
                             acc[pe] += ap_int<OB>(coef[cf * PE + pe][t]) * field<IB, SIGNED>(word, pe);
                     }
