@@ -85,8 +85,17 @@ module bhvit_refold #(
                 end
             end
         end
-        always_ff @(posedge clk) begin
-            if (in_fire) acc[k*IN_PE*OB +: IN_PE*OB] <= wide;
+        // the words shift in from the top, so after K of them the first sits in lanes 0..IN_PE-1:
+        // one clock enable for every bit (writing word k in place decoded k per bit, about one
+        // LUT per output bit)
+        if (K > 1) begin : g_shift
+            always_ff @(posedge clk) begin
+                if (in_fire) acc <= {wide, acc[OUT_PE*OB-1:IN_PE*OB]};
+            end
+        end else begin : g_copy
+            always_ff @(posedge clk) begin
+                if (in_fire) acc <= wide;
+            end
         end
     end else begin : g_split
         localparam int K = IN_PE / OUT_PE;
