@@ -13,6 +13,9 @@ Steps:
 5. ``--images`` Fashion-MNIST test images streamed through it back to back (no input gaps,
    output always ready), the logits compared with the golden model's (np.array_equal):
    measured cycles per image in steady state, latency of one image, the FIFOs that filled;
+5b. unless ``--no-size-fifos`` or ``--fifo-depths``: every FIFO set to the largest occupancy
+   that run measured + FIFO_SLACK (fifo_depths.json), the top rebuilt with those depths and
+   simulated again (FINN sizes its FIFOs the same way); steps 6-7 are the sized top's;
 6. Yosys ``synth_xilinx`` of every distinct module, summed over the instances
    (hw/rtl_resources.py; cached under build/yosys, 20-30 min the first time for the shipped
    model with 2 jobs), against the device and beside the analytical estimate (``--no-synth``
@@ -32,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.common import (FlowInputError, board_dict, command_line, flow_parser, golden_data,
+from flows.common import (FlowInputError, apply_fifo_depths, board_dict, command_line, estimate, flow_parser, golden_data,
                           plot_cycles_and_resources, prepare_or_exit, write_folding, write_report)
 
 IDLE_CYCLES = 200_000      # no word moving for this long is a deadlock (the largest map buffers fill in less)
@@ -95,9 +98,7 @@ def write_sim_report(folder: Path, res: dict) -> None:
           f"for all {res['images']} images.", "",
           f"FIFOs that reached their depth: {len(res['fifos_full'])} of {res['fifos']}"
           + (": " + ", ".join(f"`{f}`" for f in res["fifos_full"]) if res["fifos_full"] else "") + ".", "",
-          f"FIFOs sized from the measured occupancy (largest + {FIFO_SLACK} words; `fifo_depths.json`, for "
-          f"`--fifo-depths` with this run's `--folding folding.json`): {res['fifo_bram36']['measured']:g} BRAM36 "
-          f"instead of {res['fifo_bram36']['delay_model']:g} with the delay model's depths.", "",
+          *(sizing_lines(res.get("fifo_sizing"), res["fifo_bram36"])),
           "Kernels holding the pipeline back, measured (an input FIFO's writer blocked, the output's not):", "",
           "| node | cycles an input FIFO was full | cycles its output FIFO was full |", "|---|---|---|",
           *[f"| {b['node']} | {100 * b['input_full']:.1f} % | {100 * b['output_full']:.1f} % |"
@@ -158,6 +159,21 @@ def write_sim_report(folder: Path, res: dict) -> None:
     write_report(folder, res, md, plot)
 
 
+def sizing_lines(sizing, bram) -> list:
+    """report.md's paragraph on the FIFO depths."""
+    if not sizing:
+        return [f"FIFOs sized from the measured occupancy (largest + {FIFO_SLACK} words; `fifo_depths.json`, for "
+                f"`--fifo-depths` with this run's `--folding folding.json`): {bram['measured']:g} BRAM36 instead of "
+                f"{bram['delay_model']:g} with the delay model's depths. This run kept the depths it was given.", ""]
+    f, z = sizing["first_run"], sizing["sized_run"]
+    return [f"FIFO depths: a first run with the delay model's depths ({f['fifo_bram36']:g} BRAM36 of FIFOs; "
+            f"{f['cycles_per_image']:,.1f} cycles/image, logits "
+            f"{'equal to the golden model' if f['equal'] else 'MISMATCH'}) measured every FIFO's occupancy; "
+            f"{f['depths_changed']} depths were set to the largest occupancy + {FIFO_SLACK} words "
+            f"(`fifo_depths.json`), and the top was rebuilt with them ({z['fifo_bram36']:g} BRAM36 of FIFOs). "
+            "Every figure of this report but that first run is the sized top's.", ""]
+
+
 def plot(path: Path, res: dict) -> None:
     cost, est, m = res["estimate"]["cost"], res["estimate"], res["measured"]
     groups = {}
@@ -208,6 +224,9 @@ def main(argv=None) -> int:
     p = flow_parser("flows.sim", __doc__, 2, "parallel Yosys processes (default 2)")
     p.add_argument("--images", type=int, default=100, help="test images through the RTL top (default 100, at least 2)")
     p.add_argument("--no-synth", action="store_true", help="skip the Yosys counts")
+    p.add_argument("--no-size-fifos", action="store_true",
+                   help="keep the delay model's FIFO depths (default: size them from the first run's occupancy, "
+                        "rebuild and simulate again; not with --fifo-depths, which sets them)")
     a = p.parse_args(argv)
     t0 = time.time()
     from hw import rtl_resources, rtl_top, rtlsim
@@ -219,44 +238,72 @@ def main(argv=None) -> int:
     write_folding(folder, graph)
 
     # ---- Verilator
-    top = rtl_top.rtl_top(graph, shape, inp.name, d=pr.design)
     n = min(a.images, len(inp.test.images))
     images, logits = golden_data(graph, inp.test, n)
-    print(f"[sim] verilating the top ({len(graph.nodes)} nodes, {len(pr.design.channels)} FIFOs; cached in "
-          f"{rtlsim.CACHE})")
-    t1 = time.time()
-    try:
+    idle = idle_limit(graph, shape)
+
+    def simulate(label):
+        """Build the top of pr.design, stream the images through it: (run, build s, simulate s)."""
+        top = rtl_top.rtl_top(graph, shape, inp.name, d=pr.design)
+        print(f"[sim] verilating the top{label} ({len(graph.nodes)} nodes, {len(pr.design.channels)} FIFOs; cached "
+              f"in {rtlsim.CACHE})")
+        t1 = time.time()
         rtlsim.build(top)
         t2 = time.time()
         print(f"[sim] simulating {n} test images")
-        idle = idle_limit(graph, shape)
         run = rtlsim.simulate(top, images.reshape(-1, shape[-1]), idle=idle)
+        return run, t2 - t1, time.time() - t2
+
+    def check(run, label):
+        got = run.out.reshape(logits.shape)
+        equal = bool(np.array_equal(got, logits))
+        bad = int((got != logits).any(axis=1).sum())
+        m = measure(run, n, board.clock_mhz)
+        print(f"[sim] RTL logits{label} on {n} test images: "
+              f"{'equal to the golden model' if equal else f'MISMATCH: {bad} images differ from the golden model'}; "
+              f"{m['cycles_per_image']:,.1f} cycles/image")
+        return got, equal, bad, m
+
+    try:
+        run, build_s, sim_s = simulate("")
+        got, equal, bad, m = check(run, "")
+        sized = sized_fifo_depths(run.fifos)
+        delay_depths = {c.label: c.depth for c in pr.design.channels}
+        fifo_bram = dict(delay_model=fifo_block_ram(pr.design.channels),
+                         measured=fifo_block_ram(pr.design.channels, sized))
+        sizing = None
+        if not (a.no_size_fifos or a.fifo_depths):
+            # FINN's way: the depths that the first run needed, then the design rebuilt with them,
+            # simulated again and counted (the delay model's depths are an upper bound)
+            changed = sum(sized[k] != delay_depths[k] for k in sized)
+            apply_fifo_depths(pr.design, sized)
+            first = dict(cycles_per_image=m["cycles_per_image"], equal=equal, mismatched_images=bad,
+                         fifo_bram36=fifo_bram["delay_model"], depths_changed=changed)
+            print(f"[sim] FIFOs sized from the measured occupancy (largest + {FIFO_SLACK} words): {changed} of "
+                  f"{len(sized)} depths changed, {fifo_bram['measured']:g} BRAM36 instead of "
+                  f"{fifo_bram['delay_model']:g}; rebuilding with them")
+            est = estimate(graph, shape, board, pr.design)
+            run, build2, sim2 = simulate(" with the sized FIFOs")
+            build_s, sim_s = build_s + build2, sim_s + sim2
+            got, equal2, bad2, m = check(run, " (sized FIFOs)")
+            equal, bad = equal and equal2, max(bad, bad2)
+            sizing = dict(first_run=first, sized_run=dict(cycles_per_image=m["cycles_per_image"], equal=equal2,
+                                                           mismatched_images=bad2, fifo_bram36=fifo_bram["measured"]))
     except rtlsim.RtlSimError as exc:
         print(f"error: RTL simulation failed: {exc}", file=sys.stderr)
         return 1
-    t3 = time.time()
-    got = run.out.reshape(logits.shape)
     np.save(folder / "logits.npy", got)
-    equal = bool(np.array_equal(got, logits))
-    bad = int((got != logits).any(axis=1).sum())
-    m = measure(run, n, board.clock_mhz)
     cost = est["cost"]
     dev = 100 * (m["cycles_per_image"] - cost["cycles_per_image"]) / cost["cycles_per_image"]
-    print(f"[sim] RTL logits on {n} test images: "
-          f"{'equal to the golden model' if equal else f'MISMATCH: {bad} images differ from the golden model'} "
-          f"(build {t2 - t1:.0f} s, simulation {t3 - t2:.0f} s)")
     print(f"[sim] measured {m['cycles_per_image']:,.1f} cycles/image -> {m['images_per_s']:,.0f} images/s at "
           f"{board.clock_mhz:.0f} MHz; cost model {cost['cycles_per_image']:,} ({dev:+.1f} %); latency "
           f"{m['latency_cycles']:,} cycles = {m['latency_us']:,.1f} us")
     full = sorted(name for name, (_, mx, depth) in run.fifos.items() if mx >= depth)
     from model.checkpoint import atomic_write_bytes
-    sized = sized_fifo_depths(run.fifos)
     atomic_write_bytes(folder / "fifo_depths.json", lambda fh: fh.write(json.dumps(sized, indent=1).encode()))
-    fifo_bram = dict(delay_model=fifo_block_ram(pr.design.channels),
-                     measured=fifo_block_ram(pr.design.channels, sized))
-    print(f"[sim] FIFOs sized from the measured occupancy (fifo_depths.json, use with --fifo-depths and "
+    print(f"[sim] FIFO depths from the measured occupancy: fifo_depths.json (use with --fifo-depths and "
           f"--folding {folder / 'folding.json'}): {fifo_bram['measured']:g} BRAM36 instead of "
-          f"{fifo_bram['delay_model']:g}" + (f"; {len(full)} FIFOs reached their depth and keep it" if full else ""))
+          f"{fifo_bram['delay_model']:g}" + (f"; {len(full)} FIFOs reached their depth" if full else ""))
     from hw.rtl_top import measured_bottlenecks
     slow = [dict(node=n, input_full=fi, output_full=fo)
             for n, fi, fo in measured_bottlenecks(pr.design, run.stalls, run.cycles)]
@@ -280,8 +327,8 @@ def main(argv=None) -> int:
     res = dict(model=inp.name, checkpoint=str(a.ckpt), command=command_line("flows.sim", argv), board=board_dict(board),
                max_util=a.max_util, folding_source=pr.folding_source, images=n, equal=equal, mismatched_images=bad,
                measured=m, cost_deviation_pct=dev, estimate=est, layers=layers, fifos=len(run.fifos),
-               fifos_full=full, fifo_bram36=fifo_bram, measured_bottlenecks=slow, synth=synth, synth_skipped=skipped if synth is None else "", tools=tools,
-               build_s=round(t2 - t1, 1), simulate_s=round(t3 - t2, 1), idle_cycles=idle, seconds=round(time.time() - t0, 1))
+               fifos_full=full, fifo_bram36=fifo_bram, fifo_sizing=sizing, measured_bottlenecks=slow, synth=synth, synth_skipped=skipped if synth is None else "", tools=tools,
+               build_s=round(build_s, 1), simulate_s=round(sim_s, 1), idle_cycles=idle, seconds=round(time.time() - t0, 1))
     write_sim_report(folder, res)
     print(f"[sim] wrote {folder}/report.md, report.json, report.png ({res['seconds']:.0f} s)")
     if not equal:

@@ -88,6 +88,12 @@ def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet
     sized = json.loads((out / "fifo_depths.json").read_text())
     assert len(sized) == rep["fifos"] and min(sized.values()) >= 2
     assert rep["fifo_bram36"]["measured"] <= rep["fifo_bram36"]["delay_model"]
+    # ... and the top rebuilt with those depths: equal to golden again, its estimate counts them
+    first, again = rep["fifo_sizing"]["first_run"], rep["fifo_sizing"]["sized_run"]
+    assert first["equal"] and again["equal"] and first["depths_changed"] > 0
+    assert again["cycles_per_image"] == m["cycles_per_image"] and first["fifo_bram36"] > again["fifo_bram36"]
+    assert rep["estimate"]["fifo_bram36"] == again["fifo_bram36"] == rep["fifo_bram36"]["measured"]
+    assert "were set to the largest occupancy" in (out / "report.md").read_text()
     assert rep["measured_bottlenecks"] and "Kernels holding the pipeline back" in (out / "report.md").read_text()
     bott = next(r for r in rep["layers"] if r["name"] == cost["bottleneck"])
     assert bott["utilisation"] == pytest.approx(cost["cycles_per_image"] / m["cycles_per_image"])
@@ -100,15 +106,17 @@ def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet
     def fake_counts(src, top, family="xc7"):
         return dict(LUT=10, FF=20, CARRY=1, BRAM=0.5, DSP=1, LUTRAM=2, MUXF=0, cells={"RAM32M": 2})
     monkeypatch.setattr(rtlsim, "synth_counts", fake_counts)
-    rc, stdout, err = _run(capsys, "--ckpt", CKPT, "--intnet", shipped_intnet_file, "--images", 2, "--out", out)
+    rc, stdout, err = _run(capsys, "--ckpt", CKPT, "--intnet", shipped_intnet_file, "--images", 2, "--out", out,
+                           "--no-size-fifos")
     assert rc == 0, stdout + err
+    assert json.loads((out / "report.json").read_text())["fifo_sizing"] is None
     syn = json.loads((out / "report.json").read_text())["synth"]
     n = syn["instances"]
     assert syn["totals"]["total"]["LUT"] == 10 * n and syn["totals"]["total"]["device_LUT"] == 18 * n
     assert syn["utilisation"]["DSP"] == [n, 220, n / 220] and syn["utilisation"]["BRAM"][0] == 0.5 * n
     md = (out / "report.md").read_text()
     assert f"| LUT (slice: logic + memory) | {18 * n:,} | {100 * 18 * n / 53_200:.1f} % of 53,200 |" in md
-    assert "synth_xilinx -family xc7" in md
+    assert "synth_xilinx -family xc7" in md and "kept the depths it was given" in md
 
 
 def test_idle_limit_covers_the_latency(shipped_pynq_graph):
