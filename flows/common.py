@@ -88,22 +88,55 @@ def apply_fifo_depths(d, depths: dict) -> None:
         by_label[label].depth = depth
 
 
+def tables_back_to_bram(graph, image_shape, board, d, max_util: float) -> list:
+    """Undo fold_for_board's TABLE_BRAM = 0 where the estimate of design ``d`` (e.g. with FIFOs
+    sized from a simulation, which frees block RAM) still fits, the largest tables first; the
+    names of the nodes changed."""
+    from hw.cost import TABLE_BRAM, node_cost
+    from hw.onnx_graph import stream_shapes
+    shapes = stream_shapes(graph, 1, image_shape)
+    back = []
+    for _, i in sorted(((-node_cost(n, shapes)["mem_bits"], i) for i, n in enumerate(graph.nodes)
+                        if int(n.attrs.get(TABLE_BRAM, 1)) == 0)):
+        n = graph.nodes[i]
+        n.attrs.pop(TABLE_BRAM)
+        if fits(estimate(graph, image_shape, board, d), max_util):
+            back.append(n.name)
+        else:
+            n.attrs[TABLE_BRAM] = 0
+    return back
+
+
 def fold_for_board(graph, image_shape, board, target_cycles: int, max_util: float) -> dict:
     """hw.cost.fold_for_target at the target.  While the estimate (nodes and the top's FIFOs)
-    exceeds the board: map buffers drop to one bank (BANKS = 1, half their block RAM; the next
-    image then waits for the last one's emission), the largest saving first; then the target is
-    relaxed (x1.5, fewer PEs).  Returns {'target_cycles', 'relaxed', 'one_bank' (node names),
-    'estimate'}; raises DesignTooLargeError when even the slowest folding does not fit."""
-    from hw.cost import BANKED_OPS, fold_for_target, neighbour_cycles, node_cost, node_period
+    exceeds the board's block RAM, Affine / RPReLU tables go back to LUTs (TABLE_BRAM = 0, the
+    smallest first); while it exceeds the board: map buffers drop to one bank (BANKS = 1, half
+    their block RAM; the next image then waits for the last one's emission), the largest saving
+    first; then the target is relaxed (x1.5, fewer PEs).  Returns {'target_cycles', 'relaxed',
+    'one_bank' (node names), 'tables_in_luts' (node names), 'estimate'}; raises
+    DesignTooLargeError when even the slowest folding does not fit."""
+    from hw.cost import BANKED_OPS, TABLE_BRAM, fold_for_target, neighbour_cycles, node_cost, node_period
     from hw.hls_top import design
     from hw.onnx_graph import stream_shapes
     shapes = stream_shapes(graph, 1, image_shape)
     target = target_cycles
     for _ in range(40):
         fold_for_target(graph, image_shape, target)
+        for n in graph.nodes:
+            n.attrs.pop(TABLE_BRAM, None)
         d = design(graph, image_shape)          # FIFO depths do not depend on the banks
         est = estimate(graph, image_shape, board, d)
-        one_bank = []
+        one_bank, in_luts = [], []
+        if est["utilisation"]["bram36"] > max_util:
+            # a table in LUTs costs about its bits / 64 LUTs for the block RAM it frees
+            tables = sorted((c["mem_bits"], i) for i, n in enumerate(graph.nodes) if n.op in ("Affine", "RPReLU")
+                            for c in [node_cost(n, shapes)] if c["bram36"] > 0)
+            for _, i in tables:
+                if est["utilisation"]["bram36"] <= max_util:
+                    break
+                graph.nodes[i].attrs[TABLE_BRAM] = 0
+                in_luts.append(graph.nodes[i].name)
+                est = estimate(graph, image_shape, board, d)
         if not fits(est, max_util):
             own = {r["name"]: r["cycles"] for r in est["cost"]["nodes"]}
 
@@ -126,7 +159,8 @@ def fold_for_board(graph, image_shape, board, target_cycles: int, max_util: floa
                 one_bank.append(graph.nodes[i].name)
                 est = estimate(graph, image_shape, board, d)
         if fits(est, max_util):
-            return dict(target_cycles=target, relaxed=target != target_cycles, one_bank=one_bank, estimate=est)
+            return dict(target_cycles=target, relaxed=target != target_cycles, one_bank=one_bank,
+                        tables_in_luts=in_luts, estimate=est)
         if all(int(n.attrs.get("PE", 1)) == 1 and int(n.attrs.get("SIMD", 1)) == 1 for n in graph.nodes):
             break                                           # the slowest folding: nothing left to relax
         target = int(target * 1.5)
@@ -198,6 +232,8 @@ def prepare(a, step: str, make_design, log=print) -> Prepared:
             fb = fold_for_board(graph, image_shape, board, a.target_cycles, a.max_util)
             source = (f"hw.cost.fold_for_target at {fb['target_cycles']:,} cycles/image"
                       + (f" (relaxed from {a.target_cycles:,} to fit {board.name})" if fb["relaxed"] else "")
+                      + (f"; {len(fb['tables_in_luts'])} Affine / RPReLU kernels with their tables in LUTs to fit "
+                         f"{board.name}'s block RAM" if fb["tables_in_luts"] else "")
                       + (f"; {len(fb['one_bank'])} map buffers with one bank to fit {board.name}: "
                          + ", ".join(fb["one_bank"]) if fb["one_bank"] else ""))
             if fb["relaxed"]:

@@ -35,8 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.common import (FlowInputError, apply_fifo_depths, board_dict, command_line, estimate, flow_parser, golden_data,
-                          plot_cycles_and_resources, prepare_or_exit, write_folding, write_report)
+from flows.common import (FlowInputError, apply_fifo_depths, board_dict, command_line, estimate, flow_parser,
+                          golden_data, plot_cycles_and_resources, prepare_or_exit, tables_back_to_bram, write_folding,
+                          write_report)
 
 IDLE_CYCLES = 200_000      # no word moving for this long is a deadlock (the largest map buffers fill in less)
 
@@ -170,7 +171,9 @@ def sizing_lines(sizing, bram) -> list:
             f"{f['cycles_per_image']:,.1f} cycles/image, logits "
             f"{'equal to the golden model' if f['equal'] else 'MISMATCH'}) measured every FIFO's occupancy; "
             f"{f['depths_changed']} depths were set to the largest occupancy + {FIFO_SLACK} words "
-            f"(`fifo_depths.json`), and the top was rebuilt with them ({z['fifo_bram36']:g} BRAM36 of FIFOs). "
+            f"(`fifo_depths.json`), and the top was rebuilt with them ({z['fifo_bram36']:g} BRAM36 of FIFOs"
+            + (f"; the block RAM this frees holds the tables of {len(f['tables_to_bram'])} more Affine / RPReLU "
+               "kernels, which the folding had left in LUTs" if f.get("tables_to_bram") else "") + "). "
             "Every figure of this report but that first run is the sized top's.", ""]
 
 
@@ -192,9 +195,10 @@ FIFO_SLACK = 2     # words above the largest occupancy measured
 
 def sized_fifo_depths(fifos: dict) -> dict:
     """{label: depth} from a simulation's {label: (now, largest, depth)}: the largest occupancy
-    plus FIFO_SLACK where it stayed below the depth; a FIFO that filled keeps its depth (how
-    much more it wanted is unknown)."""
-    return {label: (depth if mx >= depth else max(2, mx + FIFO_SLACK)) for label, (_, mx, depth) in fifos.items()}
+    plus FIFO_SLACK where it stayed below the depth, never deeper than it was; a FIFO that
+    filled keeps its depth (how much more it wanted is unknown)."""
+    return {label: (depth if mx >= depth else min(depth, max(2, mx + FIFO_SLACK)))
+            for label, (_, mx, depth) in fifos.items()}
 
 
 def fifo_block_ram(channels, depths: dict | None = None) -> float:
@@ -277,11 +281,19 @@ def main(argv=None) -> int:
             # simulated again and counted (the delay model's depths are an upper bound)
             changed = sum(sized[k] != delay_depths[k] for k in sized)
             apply_fifo_depths(pr.design, sized)
-            first = dict(cycles_per_image=m["cycles_per_image"], equal=equal, mismatched_images=bad,
-                         fifo_bram36=fifo_bram["delay_model"], depths_changed=changed)
             print(f"[sim] FIFOs sized from the measured occupancy (largest + {FIFO_SLACK} words): {changed} of "
                   f"{len(sized)} depths changed, {fifo_bram['measured']:g} BRAM36 instead of "
                   f"{fifo_bram['delay_model']:g}; rebuilding with them")
+            # the block RAM the sized FIFOs free takes back tables that fold_for_board kept in LUTs
+            back = tables_back_to_bram(graph, shape, board, pr.design, a.max_util)
+            if back:
+                print(f"[sim] with the sized FIFOs, {len(back)} Affine / RPReLU kernels keep their tables in block RAM "
+                      f"again: {', '.join(back)}")
+                pr.design = rtl_top.rtl_design(graph, shape, inp.name)
+                apply_fifo_depths(pr.design, sized)
+                write_folding(folder, graph)
+            first = dict(cycles_per_image=m["cycles_per_image"], equal=equal, mismatched_images=bad,
+                         fifo_bram36=fifo_bram["delay_model"], depths_changed=changed, tables_to_bram=back)
             est = estimate(graph, shape, board, pr.design)
             run, build2, sim2 = simulate(" with the sized FIFOs")
             build_s, sim_s = build_s + build2, sim_s + sim2

@@ -39,12 +39,26 @@ RAMB36_SHAPES = ((32768, 1), (16384, 2), (8192, 4), (4096, 9), (2048, 18), (1024
 
 def block_ram36(depth: int, width: int, lutram_max_bits: int = LUTRAM_MAX_BITS) -> float:
     """RAMB36 equivalents of a depth x width memory in its cheapest aspect ratio (a RAMB18
-    counts one half); 0 for memories of up to ``lutram_max_bits``, which go to LUTRAM."""
-    if depth * width <= lutram_max_bits:
+    counts one half); 0 for memories below ``lutram_max_bits``, which go to LUTRAM.  (Yosys
+    sometimes packs a ROM tighter, two words of a port's width side by side; not counted.)"""
+    if depth * width < lutram_max_bits:
         return 0.0
     n18 = min(-(-depth // d) * -(-width // w) for d, w in RAMB18_SHAPES) / 2
     n36 = min(-(-depth // d) * -(-width // w) for d, w in RAMB36_SHAPES)
     return float(min(n18, n36))
+
+
+ROM_BRAM_FILL = 0.4      # weight_rom_in_bram: the least share of its block RAM a weight ROM fills there
+
+
+def weight_rom_in_bram(depth: int, width: int) -> bool:
+    """A weight ROM (MVAU, binary / integer convolution, IntLinear) of LUTRAM_MAX_BITS or more
+    that fills at least ROM_BRAM_FILL of the block RAM it takes is block RAM (templates/rtl:
+    rom_style "block"), any other LUTs ("logic_block").  A wide, shallow ROM wastes most of its
+    block RAM (128 x 128 bits: 4 RAMB18 for about 260 LUTs), which holds Affine / RPReLU
+    tables better (fixed_tables: 300-450 LUTs per block RAM)."""
+    bits = depth * width
+    return bits >= LUTRAM_MAX_BITS and bits >= ROM_BRAM_FILL * block_ram36(depth, width, 0) * BRAM36_BITS
 
 
 # kernels that buffer a map (or its windows) before emitting it; in RTL each has BANKS = 1 or 2
@@ -60,6 +74,33 @@ FIFO_LUTRAM_DEPTH = 128     # templates/rtl/fifo.sv: FIFOs up to this depth, or 
 # deep 507, with the read multiplexer and pointers) where block RAM takes one RAMB36 or RAMB18 and
 # about 60 LUTs: from 8 kbit on, a FIFO goes to block RAM (templates/rtl/fifo.sv's LUTRAM_BITS).
 FIFO_LUTRAM_BITS = 8 * 1024
+
+
+# The per-channel tables of an Affine / RPReLU kernel (templates/rtl/fixed.sv.j2): from this size on a
+# table group is a block-RAM ROM.  Yosys maps a table of LUT ROM at about 4 LUTs per bit of word
+# width per 256 words (a 256 x 36-bit group: 144 LUTs); one RAMB18 holds up to 512 x 36.
+FIXED_TABLE_BRAM_BITS = 8 * 1024
+
+
+# Node attribute: TABLE_BRAM = 0 keeps an Affine / RPReLU kernel's tables in LUTs whatever their size
+# (flows.common.fold_for_board sets it where the block RAM runs short); absent or 1: by size.
+TABLE_BRAM = "TABLE_BRAM"
+
+
+def table_bram(node) -> bool:
+    return bool(int(node.attrs.get(TABLE_BRAM, 1)))
+
+
+def fixed_tables(mult_bits: list, bias_bits: int, channels: int, pe: int, rows: int, bram: bool = True) -> list:
+    """The ROMs of an Affine / RPReLU kernel, [(name, depth, width, style)], style "block" (block
+    RAM) or "logic" (LUTs): "tab" holds, per channel fold, the PE lanes of every multiplier table
+    (``mult_bits``: their widths) and of the bias where it does not change with the row; "btab"
+    the bias of each of ``rows`` rows (T x CF words) where it does.  A group of at least
+    FIXED_TABLE_BRAM_BITS is "block" unless ``bram`` is False."""
+    cf = channels // pe
+    width = pe * (sum(mult_bits) + (bias_bits if rows == 1 else 0))
+    groups = ([("tab", cf, width)] if width else []) + ([("btab", rows * cf, pe * bias_bits)] if rows > 1 else [])
+    return [(n, d, w, "block" if bram and d * w >= FIXED_TABLE_BRAM_BITS else "logic") for n, d, w in groups]
 
 
 def fifo_parts(depth: int, width: int) -> tuple:
@@ -107,11 +148,16 @@ def map_taps(op: str, a: dict) -> int:
     return 2 * a["reach"] + 1 if a["kind"] == "box" else 1
 
 
-def _table_bits(v) -> int:
-    """Bits of a constant table stored at the smallest signed width that holds its values."""
+def _value_bits(v) -> int:
+    """The smallest signed width that holds every value of v."""
     v = np.asarray(v, dtype=np.int64)
     m = int(max(v.max(initial=0), -v.min(initial=0) - 1))
-    return int(v.size * max(m.bit_length() + 1, 2))
+    return max(m.bit_length() + 1, 2)
+
+
+def _table_bits(v) -> int:
+    """Bits of a constant table stored at the smallest signed width that holds its values."""
+    return int(np.asarray(v).size * _value_bits(v))
 
 
 def _prod(s) -> int:
@@ -170,7 +216,8 @@ def node_cost(node, shapes, in_bits=None) -> dict:
     in_elems = max((_prod(s) for s in ins), default=0)
     out_elems = _prod(out)
     mem = 0
-    shape = None        # (depth, width) of the kernel's largest memory, where known
+    shape = None        # (depth, width) of the kernel's largest memory (other than weights), where known
+    weight_rom = None   # (depth, width) of a weight ROM: block RAM or LUTs by weight_rom_in_bram
     luts = CONTROL_LUTS
     dsps = 0
     if node.op in ("MVAU", "XnorConv2d", "IntConv2d", "IntLinear"):
@@ -185,19 +232,18 @@ def node_cost(node, shapes, in_bits=None) -> dict:
             read, emit = a["H"] * a["W"], vectors * (taps + (dims["SIMD"] // simd) * (dims["PE"] // pe))  # then fold
             cycles = max(read, emit)
         wbits = WEIGHT_BITS[node.op]
-        mem = dims["SIMD"] * dims["PE"] * wbits
-        shape = ((dims["SIMD"] // simd) * (dims["PE"] // pe), simd * pe * wbits)    # one ROM word per step
+        weight_rom = ((dims["SIMD"] // simd) * (dims["PE"] // pe), simd * pe * wbits)    # one ROM word per step
         acc = out_bits
         if node.op in ("IntConv2d", "IntLinear"):
             dsps = pe * simd                                    # 8-bit weight products
             luts += pe * acc * 2
             if node.op == "IntConv2d":                          # image banks of 8-bit pixels
-                mem += banks * a["H"] * a["W"] * ins[0][-1] * 8
+                mem = banks * a["H"] * a["W"] * ins[0][-1] * 8
                 shape = (banks * a["H"] * a["W"], ins[0][-1] * 8)
         else:
             luts += pe * (simd + 2 * acc)                       # XNOR + popcount compressor + accumulator
         if node.op == "XnorConv2d":                             # image banks, a C-bit word per token
-            mem += banks * a["H"] * a["W"] * ins[0][-1]
+            mem = banks * a["H"] * a["W"] * ins[0][-1]
             shape = (banks * a["H"] * a["W"], ins[0][-1])
     elif node.op == "QDAttention":
         windows, n, c = ins[0]
@@ -213,15 +259,27 @@ def node_cost(node, shapes, in_bits=None) -> dict:
         mem = c * (16 + out_bits) + c * out_bits                     # parameters + the buffered token
         dsps = 2 * pe
         luts += pe * 64 + 400                                       # isqrt + divider per token
-    elif node.op == "Affine":
+    elif node.op in ("Affine", "RPReLU"):
         cycles = math.ceil(out_elems / pe)
-        n_terms = len(node.inputs)
-        # per-channel multiplier and (per-row) bias tables at the widths the kernels store them
-        mem = sum(_table_bits(node.params[f"m{i}"]) for i in range(n_terms)) + _table_bits(node.params["bias"])
-        # a term whose multiplier is 1 on every channel (hw/passes.py's fused shift unit) is added as is
-        dsps = pe * sum(not np.all(np.asarray(node.params[f"m{i}"]) == 1) for i in range(n_terms))
+        # per-channel multiplier and (per-row) bias tables at the widths the kernels store them; a
+        # term whose multiplier is 1 on every channel (hw/passes.py's fused shift unit) is added as
+        # is: no table, no product
+        if node.op == "Affine":
+            mults = [np.asarray(node.params[f"m{i}"]) for i in range(len(node.inputs))]
+            mults = [m for m in mults if not np.all(m == 1)]
+            dsps = pe * len(mults)
+        else:
+            mults = [np.asarray(node.params["m_pos"]), np.asarray(node.params["m_neg"])]
+            dsps = pe
+        c = out[-1]
+        bias = np.asarray(node.params["bias"])
+        tables = fixed_tables([_value_bits(m) for m in mults], _value_bits(bias), c, pe,
+                              1 if bias.size in (1, c) else bias.size // c, table_bram(node))
+        mem = sum(d * w for _, d, w, _ in tables)
+        fixed_bram = sum(block_ram36(d, w, 0) for _, d, w, style in tables if style == "block")
+        fixed_lut_bits = sum(d * w for _, d, w, style in tables if style == "logic")
         luts += pe * (out_bits + 8)
-    elif node.op in ("RPReLU", "Lut", "Thresholding"):
+    elif node.op in ("Lut", "Thresholding"):
         cycles = math.ceil(out_elems / pe)
         mem = sum(_table_bits(v) for v in node.params.values())
         dsps = pe if node.op == "RPReLU" else 0
@@ -245,12 +303,21 @@ def node_cost(node, shapes, in_bits=None) -> dict:
     else:   # RepeatChannels, GroupSumChannels, TokenSum
         cycles = math.ceil(max(in_elems, out_elems) / pe)
         luts += pe * out_bits
+    if node.op in ("Affine", "RPReLU"):     # fixed_tables: each group in block RAM or LUTs by its size
+        bram, lutram = fixed_bram, math.ceil(fixed_lut_bits / 64)
+        return dict(cycles=int(cycles), mem_bits=int(mem), bram36=bram, luts=int(luts + lutram), dsps=int(dsps))
     if shape is None:
-        bram = math.ceil(mem / BRAM36_BITS) if mem > LUTRAM_MAX_BITS else 0
+        bram = math.ceil(mem / BRAM36_BITS) if mem >= LUTRAM_MAX_BITS else 0
     else:       # the largest memory packed in its aspect ratio, the rest by bits
         rest = mem - shape[0] * shape[1]
-        bram = block_ram36(*shape) + (math.ceil(rest / BRAM36_BITS) if rest > LUTRAM_MAX_BITS else 0)
+        bram = block_ram36(*shape) + (math.ceil(rest / BRAM36_BITS) if rest >= LUTRAM_MAX_BITS else 0)
     lutram = 0 if bram else math.ceil(mem / 64)
+    if weight_rom is not None:
+        if weight_rom_in_bram(*weight_rom):
+            bram += block_ram36(*weight_rom, 0)
+        else:
+            lutram += math.ceil(weight_rom[0] * weight_rom[1] / 64)
+        mem += weight_rom[0] * weight_rom[1]
     out = dict(cycles=int(cycles), mem_bits=int(mem), bram36=bram, luts=int(luts + lutram), dsps=int(dsps))
     if node.op in BANKED_OPS and banks == 1:      # read and emit alternate: at the producer's pace (node_period)
         out.update(cycles=int(read + emit), read=int(read), emit=int(emit))

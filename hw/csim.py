@@ -325,9 +325,9 @@ _TYPE_BITS = {"8": 8, "16": 16, "32": 32, "64": 64}
 
 
 def storage_of(bits: int) -> str:
-    """BRAM for a table above 16 kbit (hw.cost's rule), LUTRAM below."""
+    """BRAM for a table of 16 kbit or more (hw.cost.weight_rom_in_bram's rule), LUTRAM below."""
     from .cost import LUTRAM_MAX_BITS
-    return "bram" if bits > LUTRAM_MAX_BITS else "lutram"
+    return "bram" if bits >= LUTRAM_MAX_BITS else "lutram"
 
 
 def bind_storage(n: NodeCode) -> NodeCode:

@@ -44,8 +44,12 @@ from .passes import lower
 from .onnx_graph import UnsupportedGraphError, execute_full, stream_shapes, to_onnx, validate
 
 
+# what a folding file sets: parallelism, image banks of map buffers, block-RAM tables (hw.cost)
+FOLDING_KEYS = ("PE", "SIMD", "BANKS", "TABLE_BRAM")
+
+
 def apply_folding(graph: Graph, folding: dict) -> None:
-    """Set PE / SIMD (and BANKS of map buffers) from {node name: {"PE": p, "SIMD": s}}; unknown
+    """Set PE / SIMD (and BANKS of map buffers, TABLE_BRAM of Affine / RPReLU) from {node name: {"PE": p, "SIMD": s}}; unknown
     names are an error."""
     names = {n.name: n for n in graph.nodes}
     unknown = sorted(set(folding) - set(names))
@@ -53,7 +57,7 @@ def apply_folding(graph: Graph, folding: dict) -> None:
         raise FoldingError(f"folding file names nodes the graph does not have: {', '.join(unknown[:5])}"
                            f"{' ...' if len(unknown) > 5 else ''}")
     for name, f in folding.items():
-        for k in ("PE", "SIMD", "BANKS"):
+        for k in FOLDING_KEYS:
             if k in f:
                 names[name].attrs[k] = int(f[k])
 
@@ -67,7 +71,7 @@ def apply_folding_file(graph: Graph, path, written_by: str) -> None:
 
 
 def folding_of(graph: Graph) -> dict:
-    return {n.name: {k: int(n.attrs[k]) for k in ("PE", "SIMD", "BANKS") if k in n.attrs} for n in graph.nodes}
+    return {n.name: {k: int(n.attrs[k]) for k in FOLDING_KEYS if k in n.attrs} for n in graph.nodes}
 
 
 def verify_onnx(net, graph: Graph, images_u8: np.ndarray, batch: int = 50, progress: bool = True) -> dict:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cost import BANKED_OPS, banks_of, map_band
+from .cost import BANKED_OPS, banks_of, map_band, table_bram
 from .csim import _signed_bits, c_name, check_fold, stream
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +99,13 @@ def word_bits(s: dict) -> int:
 
 
 # ---------------------------------------------------------------------- kernels
+def _rom_attr(depth: int, width: int) -> str:
+    """The synthesis attribute of a weight ROM, as hw.cost.weight_rom_in_bram decides: block RAM,
+    or LUTs (Yosys' logic_block; Vivado picks a small ROM's memory itself)."""
+    from .cost import weight_rom_in_bram
+    return '(* rom_style = "block" *)' if weight_rom_in_bram(depth, width) else "(* logic_block *)"
+
+
 def mvau_rtl(name: str, w_bits, simd: int, pe: int) -> RtlKernel:
     """XNOR-popcount MVAU: w_bits (MH, MW) 0/1; in (rows, MW) bits, out (rows, MH) popcounts."""
     w_bits = np.asarray(w_bits, dtype=np.int64)
@@ -115,7 +122,7 @@ def mvau_rtl(name: str, w_bits, simd: int, pe: int) -> RtlKernel:
     module = _module_name("mvau", name)
     src = _env().get_template("mvau_xnor.sv.j2").render(
         node=name, module=module, mw=mw, mh=mh, simd=simd, pe=pe, ob=ob, sf=sf, nf=nf,
-        aw=_bits(nf * sf), sfw=_bits(sf), nfw=_bits(nf), rom=rom)
+        aw=_bits(nf * sf), sfw=_bits(sf), nfw=_bits(nf), rom=rom, rom_attr=_rom_attr(nf * sf, pe * simd))
     return RtlKernel(name, module, src, [stream(mw, simd, 1)], stream(mh, pe, ob))
 
 
@@ -141,10 +148,11 @@ def _lanes_rom(v, pe: int, bits: int) -> list:
 
 
 def fixed_rtl(name: str, kind: str, in_bits, signed, mults: dict, bias, shift: int, out_bits: int, pe: int,
-              lshifts=None, pc_k=None, channels: int | None = None) -> RtlKernel:
+              lshifts=None, pc_k=None, channels: int | None = None, table_bram: bool = True) -> RtlKernel:
     """Affine ("affine") or RPReLU ("rprelu") node, the parameters of hw/csim.py ``fixed_code``:
     mults {"m0": (C,), ...} or {"m_pos", "m_neg"}; bias (C,) or (T, C) cycling with the row
-    (token) index; lshifts / pc_k per input (pc_k: a popcount input, x -> 2x - K)."""
+    (token) index; lshifts / pc_k per input (pc_k: a popcount input, x -> 2x - K); table_bram:
+    False keeps every table in LUTs (hw.cost.fixed_tables)."""
     n = len(in_bits)
     c = channels or max(np.asarray(v).size for v in mults.values())
     mults = {k: np.broadcast_to(np.asarray(v, dtype=np.int64).reshape(-1), (c,)) for k, v in mults.items()}
@@ -177,11 +185,33 @@ def fixed_rtl(name: str, kind: str, in_bits, signed, mults: dict, bias, shift: i
                            pb=xb + mbits, unit=f"m{i}" in units))
     bb = _signed_bits(bias)
     cf, t = c // pe, bias.shape[0]
-    bias_rom = [(r * cf + f, h) for r in range(t) for f, h in _lanes_rom(bias[r], pe, bb)]
+    # the table groups (hw.cost.fixed_tables): "tab" = every multiplier's lanes (+ the bias's when
+    # it does not change with the row) per channel fold, "btab" = the bias per row and fold
+    from .cost import fixed_tables
+    fields = {"tab": [(m["name"], pe * m["bits"], [m_ for m_ in mults[m["name"]]]) for m in mlist]
+              + ([("bias", pe * bb, bias[0])] if t == 1 else []),
+              "btab": [("bias", pe * bb, None)]}
+    groups = []
+    for gname, depth, width, style in fixed_tables([m["bits"] for m in mlist], bb, c, pe, t, table_bram):
+        if gname == "tab":
+            words, off, fl = [0] * cf, 0, []
+            for fname, fw, vals in fields["tab"]:
+                bits = fw // pe
+                for f in range(cf):
+                    words[f] |= int(_word_hex(np.asarray(vals)[f * pe:(f + 1) * pe], bits), 16) << off
+                fl.append((fname, off, fw))
+                off += fw
+            addr = "ca"
+        else:
+            words = [int(_word_hex(bias[r][f * pe:(f + 1) * pe], bb), 16) for r in range(t) for f in range(cf)]
+            fl, addr = [("bias", 0, pe * bb)], "ba"
+        groups.append(dict(name=gname, depth=depth, width=width, style=style, addr=addr,
+                           aw=_bits(cf) if addr == "ca" else _bits(t * cf), fields=fl,
+                           rom=[(a, format(v, "x")) for a, v in enumerate(words)]))
     module = _module_name("fixed", name)
     src = _env().get_template("fixed.sv.j2").render(
         node=name, module=module, kind=kind, c=c, pe=pe, cf=cf, t=t, cfw=_bits(cf), bw=_bits(t * cf),
-        inputs=inputs, mults=mlist, bb=bb, bias_rom=bias_rom, ab=ab, shift=int(shift), ob=out_bits,
+        inputs=inputs, mults=mlist, bb=bb, groups=groups, ab=ab, shift=int(shift), ob=out_bits,
         vw=max(ab + 2 + max(-int(shift), 0), out_bits + 1), m_sel_bits=max([m["bits"] for m in mlist], default=2))
     return RtlKernel(name, module, src, [stream(c, pe, in_bits[i], bool(signed[i])) for i in range(n)],
                      stream(c, pe, out_bits, True))
@@ -444,7 +474,8 @@ def _conv_rtl(name: str, kind: str, h: int, w_: int, k: int, stride: int, pad: i
         gen="xnor_conv_rtl" if kind == "xnor" else "int_conv_rtl", h=h, w=w_, k=k, s=stride, p=pad, d=dilation,
         ho=ho, wo=wo, kk=k * k, iwb=iwb, n_in=h * w_, aw=_bits(h * w_), bw=_bits(banks * h * w_), banks=banks, tw=_bits(k * k), kw_=_bits(k),
         ohw=_bits(ho), oww=_bits(wo), pe=pe, ob=ob, nf=nf, sf=sf, nfw=_bits(nf), sfw=_bits(sf),
-        steps=f"NF x SF = {nf} x {sf}" if sf > 1 else f"NF = {nf}", rom=rom, rw=_bits(len(rom)), ww=ww, **extra)
+        steps=f"NF x SF = {nf} x {sf}" if sf > 1 else f"NF = {nf}", rom=rom, rw=_bits(len(rom)), ww=ww,
+        rom_attr=_rom_attr(len(rom), ww), **extra)
     return module, src, (ho * wo, h * w_)
 
 
@@ -513,6 +544,8 @@ def node_rtl(graph, node, channels: int, tokens_in: int = 0) -> RtlKernel:
     family, kwargs = kernel_args(graph, node, channels, tokens_in, backend="RTL")
     if node.op in BANKED_OPS:       # RTL only: the HLS map kernels keep one buffer
         kwargs["banks"] = banks_of(node)
+    if family == "fixed":           # RTL only: block-RAM or LUT tables (HLS binds each table by its size)
+        kwargs["table_bram"] = table_bram(node)
     generators = {
         # the same arguments as hw/csim.py's ``*_code``, less the HLS-only bipolar stream flags
         # of threshold_code / mvau_code (node_code sets them)

@@ -109,15 +109,16 @@ def test_vendor_tools_on_path_are_run_in_order(tmp_path, monkeypatch):
 
 def test_fold_for_board_trades_map_banks_for_block_ram(shipped_net):
     """The lowered graph with two banks everywhere fits the xc7z020 (the fused shift units hold
-    one map per block, not six); on a part with 120 BRAM36 it does not, and fold_for_board drops
-    map buffers to one bank (those that keep the target first) until the estimate, FIFOs
-    included, fits."""
+    one map per block, not six) once some Affine / RPReLU tables stay in LUTs; on a part with 120
+    BRAM36 every table goes to LUTs and fold_for_board also drops map buffers to one bank (those
+    that keep the target first) until the estimate, FIFOs included, fits."""
     import dataclasses
 
     from flows.boards import get_board
-    from flows.common import DEFAULT_MAX_UTIL, estimate, fits, fold_for_board
-    from hw.cost import BANKED_OPS, fold_for_target
+    from flows.common import DEFAULT_MAX_UTIL, estimate, fits, fold_for_board, tables_back_to_bram
+    from hw.cost import BANKED_OPS, TABLE_BRAM, fold_for_target, node_cost
     from hw.hls_top import design
+    from hw.onnx_graph import stream_shapes
     from hw.passes import lower
     shape = (32, 32, 1)
     pynq = get_board("pynq-z2")
@@ -126,6 +127,22 @@ def test_fold_for_board_trades_map_banks_for_block_ram(shipped_net):
     fb = fold_for_board(big, shape, pynq, 10_000, DEFAULT_MAX_UTIL)
     assert fb["one_bank"] == [] and not fb["relaxed"]
     assert all(n.attrs["BANKS"] == 2 for n in big.nodes if n.op in BANKED_OPS)
+    in_luts = {n.name for n in big.nodes if n.attrs.get(TABLE_BRAM) == 0}
+    in_bram = [n for n in big.nodes if n.op in ("Affine", "RPReLU") and n.name not in in_luts
+               and node_cost(n, stream_shapes(big, 1, shape))["bram36"] > 0]
+    assert in_luts == set(fb["tables_in_luts"]) and in_luts and in_bram
+    # each table kept in LUTs was needed: with the last one back in block RAM the estimate is over
+    last = big.nodes[[n.name for n in big.nodes].index(fb["tables_in_luts"][-1])]
+    last.attrs.pop(TABLE_BRAM)
+    assert estimate(big, shape, pynq, design(big, shape))["utilisation"]["bram36"] > DEFAULT_MAX_UTIL
+    last.attrs[TABLE_BRAM] = 0
+    # with 12 BRAM36 less of FIFOs (make sim's sized depths) tables_back_to_bram takes some back
+    d = design(big, shape)
+    for c in sorted(d.channels, key=lambda c: -c.depth * c.bits)[:3]:
+        c.depth = 2
+    back = tables_back_to_bram(big, shape, pynq, d, DEFAULT_MAX_UTIL)
+    assert back and set(back) <= in_luts and all(TABLE_BRAM not in big.node(n).attrs for n in back)
+    assert fits(estimate(big, shape, pynq, d), DEFAULT_MAX_UTIL)
     g = lower(shipped_net.graph)
     fold_for_target(g, shape, 10_000)
     assert not fits(estimate(g, shape, small, design(g, shape)), DEFAULT_MAX_UTIL)

