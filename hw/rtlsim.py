@@ -174,8 +174,7 @@ def fixed_rtl(name: str, kind: str, in_bits, signed, mults: dict, bias, shift: i
     # a multiplier of 1 on every channel (the fused shift unit's term, hw/passes.py) needs no
     # table and no product
     units = {k for k, v in mults.items() if kind == "affine" and bool(np.all(v == 1))}
-    mlist = [dict(name=k, bits=_signed_bits(v), rom=_lanes_rom(v, pe, _signed_bits(v))) for k, v in mults.items()
-             if k not in units]
+    mlist = [dict(name=k, bits=_signed_bits(v)) for k, v in mults.items() if k not in units]
     mb = {m["name"]: m["bits"] for m in mlist} | dict.fromkeys(units, 2)
     inputs = []
     for i in range(n):
@@ -188,19 +187,16 @@ def fixed_rtl(name: str, kind: str, in_bits, signed, mults: dict, bias, shift: i
     # the table groups (hw.cost.fixed_tables): "tab" = every multiplier's lanes (+ the bias's when
     # it does not change with the row) per channel fold, "btab" = the bias per row and fold
     from .cost import fixed_tables
-    fields = {"tab": [(m["name"], pe * m["bits"], [m_ for m_ in mults[m["name"]]]) for m in mlist]
-              + ([("bias", pe * bb, bias[0])] if t == 1 else []),
-              "btab": [("bias", pe * bb, None)]}
+    tab_fields = [(m["name"], m["bits"], mults[m["name"]]) for m in mlist] + ([("bias", bb, bias[0])] if t == 1 else [])
     groups = []
     for gname, depth, width, style in fixed_tables([m["bits"] for m in mlist], bb, c, pe, t, table_bram):
-        if gname == "tab":
+        if gname == "tab":          # field after field, each PE lanes wide
             words, off, fl = [0] * cf, 0, []
-            for fname, fw, vals in fields["tab"]:
-                bits = fw // pe
+            for fname, bits, vals in tab_fields:
                 for f in range(cf):
-                    words[f] |= int(_word_hex(np.asarray(vals)[f * pe:(f + 1) * pe], bits), 16) << off
-                fl.append((fname, off, fw))
-                off += fw
+                    words[f] |= int(_word_hex(vals[f * pe:(f + 1) * pe], bits), 16) << off
+                fl.append((fname, off, pe * bits))
+                off += pe * bits
             addr = "ca"
         else:
             words = [int(_word_hex(bias[r][f * pe:(f + 1) * pe], bb), 16) for r in range(t) for f in range(cf)]
@@ -210,7 +206,7 @@ def fixed_rtl(name: str, kind: str, in_bits, signed, mults: dict, bias, shift: i
                            rom=[(a, format(v, "x")) for a, v in enumerate(words)]))
     module = _module_name("fixed", name)
     src = _env().get_template("fixed.sv.j2").render(
-        node=name, module=module, kind=kind, c=c, pe=pe, cf=cf, t=t, cfw=_bits(cf), bw=_bits(t * cf),
+        node=name, module=module, kind=kind, c=c, pe=pe, cf=cf, t=t,
         inputs=inputs, mults=mlist, bb=bb, groups=groups, ab=ab, shift=int(shift), ob=out_bits,
         vw=max(ab + 2 + max(-int(shift), 0), out_bits + 1), m_sel_bits=max([m["bits"] for m in mlist], default=2))
     return RtlKernel(name, module, src, [stream(c, pe, in_bits[i], bool(signed[i])) for i in range(n)],
