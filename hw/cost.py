@@ -231,7 +231,8 @@ def node_cost(node, shapes, in_bits=None) -> dict:
             taps = node.params["w"].shape[-1] ** 2    # output tokens gather their k*k taps (one RAM read each),
             read, emit = a["H"] * a["W"], vectors * (taps + (dims["SIMD"] // simd) * (dims["PE"] // pe))  # then fold
             cycles = max(read, emit)
-        wbits = WEIGHT_BITS[node.op]
+        # integer weights at the width the RTL stores them (hw/rtlsim.py: the signed width they need)
+        wbits = _value_bits(node.params["w"]) if node.op in ("IntConv2d", "IntLinear") else WEIGHT_BITS[node.op]
         weight_rom = ((dims["SIMD"] // simd) * (dims["PE"] // pe), simd * pe * wbits)    # one ROM word per step
         acc = out_bits
         if node.op in ("IntConv2d", "IntLinear"):

@@ -325,7 +325,8 @@ _TYPE_BITS = {"8": 8, "16": 16, "32": 32, "64": 64}
 
 
 def storage_of(bits: int) -> str:
-    """BRAM for a table of 16 kbit or more (hw.cost.weight_rom_in_bram's rule), LUTRAM below."""
+    """BRAM for a table of hw.cost.LUTRAM_MAX_BITS (16 kbit) or more, LUTRAM below (per table: the
+    RTL's placement by fill and the Affine groups of hw.cost.fixed_tables are RTL-only)."""
     from .cost import LUTRAM_MAX_BITS
     return "bram" if bits >= LUTRAM_MAX_BITS else "lutram"
 

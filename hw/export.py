@@ -49,8 +49,8 @@ FOLDING_KEYS = ("PE", "SIMD", "BANKS", "TABLE_BRAM")
 
 
 def apply_folding(graph: Graph, folding: dict) -> None:
-    """Set PE / SIMD (and BANKS of map buffers, TABLE_BRAM of Affine / RPReLU) from {node name: {"PE": p, "SIMD": s}}; unknown
-    names are an error."""
+    """Set FOLDING_KEYS (PE / SIMD, BANKS of map buffers, TABLE_BRAM of Affine / RPReLU) from
+    {node name: {"PE": p, "SIMD": s, ...}}; unknown names are an error."""
     names = {n.name: n for n in graph.nodes}
     unknown = sorted(set(folding) - set(names))
     if unknown:

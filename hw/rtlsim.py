@@ -368,7 +368,7 @@ def int_linear_rtl(name: str, w, bias, in_bits: int, in_signed: bool, simd: int,
     src = _env().get_template("int_linear.sv.j2").render(
         node=name, module=module, kk=kk, n=n, simd=simd, pe=pe, ib=in_bits, signed=in_signed, wb=wb, bb=bb,
         ab=bound.bit_length() + 2, ob=out_bits, sf=sf, nf=nf, aw=_bits(nf * sf), sfw=_bits(sf), nfw=_bits(nf),
-        rom=rom, bias_rom=_lanes_rom(bias, pe, bb))
+        rom=rom, bias_rom=_lanes_rom(bias, pe, bb), rom_attr=_rom_attr(nf * sf, pe * simd * wb))
     return RtlKernel(name, module, src, [stream(kk, simd, in_bits, in_signed)], stream(n, pe, out_bits, True))
 
 
