@@ -77,6 +77,7 @@ def measure(res, images: int, clock_mhz: float) -> dict:
 
 
 def write_sim_report(folder: Path, res: dict) -> None:
+    from hw.rtl_top import READY_CHAIN
     b, m, cost, est = res["board"], res["measured"], res["estimate"]["cost"], res["estimate"]
     syn = res.get("synth")
     dev = res["cost_deviation_pct"]
@@ -97,6 +98,8 @@ def write_sim_report(folder: Path, res: dict) -> None:
           f"{100 * cost['cycles_per_image'] / m['cycles_per_image']:.0f} % of the measured period). Intervals between "
           f"consecutive images: {m['min_interval']:,} to {m['max_interval']:,} cycles; {m['total_cycles']:,} cycles "
           f"for all {res['images']} images.", "",
+          f"Channels: {res['fifos']} FIFOs and {res['direct_links']} direct links (two-word FIFOs replaced by wires where "
+          f"the ready path stays within {READY_CHAIN} processes, hw.rtl_top.direct_links).", "",
           f"FIFOs that reached their depth: {len(res['fifos_full'])} of {res['fifos']}"
           + (": " + ", ".join(f"`{f}`" for f in res["fifos_full"]) if res["fifos_full"] else "") + ".", "",
           *(sizing_lines(res.get("fifo_sizing"), res["fifo_bram36"])),
@@ -249,8 +252,9 @@ def main(argv=None) -> int:
     def simulate(label):
         """Build the top of pr.design, stream the images through it: (run, build s, simulate s)."""
         top = rtl_top.rtl_top(graph, shape, inp.name, d=pr.design)
-        print(f"[sim] verilating the top{label} ({len(graph.nodes)} nodes, {len(pr.design.channels)} FIFOs; cached "
-              f"in {rtlsim.CACHE})")
+        fifos = sum(c.depth > 0 for c in pr.design.channels)
+        print(f"[sim] verilating the top{label} ({len(graph.nodes)} nodes, {fifos} FIFOs, "
+              f"{len(pr.design.channels) - fifos} direct links; cached in {rtlsim.CACHE})")
         t1 = time.time()
         rtlsim.build(top)
         t2 = time.time()
@@ -339,6 +343,7 @@ def main(argv=None) -> int:
     res = dict(model=inp.name, checkpoint=str(a.ckpt), command=command_line("flows.sim", argv), board=board_dict(board),
                max_util=a.max_util, folding_source=pr.folding_source, images=n, equal=equal, mismatched_images=bad,
                measured=m, cost_deviation_pct=dev, estimate=est, layers=layers, fifos=len(run.fifos),
+               direct_links=sum(c.depth == 0 for c in pr.design.channels),
                fifos_full=full, fifo_bram36=fifo_bram, fifo_sizing=sizing, measured_bottlenecks=slow, synth=synth, synth_skipped=skipped if synth is None else "", tools=tools,
                build_s=round(build_s, 1), simulate_s=round(sim_s, 1), idle_cycles=idle, seconds=round(time.time() - t0, 1))
     write_sim_report(folder, res)

@@ -12,9 +12,12 @@ DMA side of the board flow and is not part of this top.
 from __future__ import annotations
 
 import math
+
+import numpy as np
 from dataclasses import replace
 
 from . import rtlsim
+from .cost import BANKED_OPS
 from .hls_top import Channel, Process, design
 from .rtlsim import RtlKernel, TEMPLATES, _env, _module_name, word_bits, wrapper_source
 
@@ -59,12 +62,79 @@ def _through_gcd(d) -> None:
     d.processes = procs
 
 
-def rtl_design(graph, image_shape, model: str = "model"):
-    """:func:`hw.hls_top.design` with the RTL kernels (:func:`hw.rtlsim.node_rtl`) as its nodes
-    and every gearbox between PEs that do not divide each other split through their gcd: the
-    netlist :func:`rtl_top` renders (and :mod:`hw.rtl_resources` counts)."""
+# Kernels whose input ready comes from their own registers only (a free bank of the map buffer,
+# the LayerNorm's input state), never from their output's ready: map_conv.sv.j2, map_tokens.sv.j2,
+# repeat_channels.sv.j2, attention_tokens.sv.j2, window_reverse.sv.j2, pooled_upsample.sv.j2,
+# layernorm.sv.j2 (tests/test_rtl_top.py checks the generated sources).  Every other kernel, the
+# forks and the gearboxes pass a ready through one level of logic (in_ready = !out_valid || out_ready).
+READY_REGISTERED_OPS = BANKED_OPS + ("RepeatChannels", "IntLayerNorm")
+# The most kernels, forks and gearboxes one ready signal may pass through between two registers:
+# a two-word FIFO stays where a direct link would make the path longer (a level of logic and its
+# route each, about a nanosecond on a 7-series part; the clock period at 100 MHz is 10 ns).
+READY_CHAIN = 4
+
+
+def reads_in_bursts(node) -> bool:
+    """A matrix unit (mvau_xnor.sv.j2, int_linear.sv.j2) reads a row's SF > 1 input words back
+    to back in its first output fold and none in the others: the two-word FIFO in front of it
+    lets the gearbox or kernel before it have the next word ready (without it, stage 1's second
+    MLP matrix waited 64 cycles for its second word per token and the whole top ran 33 % slower)."""
+    if node.op == "MVAU":
+        return node.attrs["MW"] // node.attrs.get("SIMD", 1) > 1
+    if node.op == "IntLinear":
+        return int(np.prod(node.params["w"].shape[1:])) // node.attrs.get("SIMD", 1) > 1
+    return False
+
+
+def direct_links(d, max_chain: int = READY_CHAIN, registered=(), bursty=()) -> list:
+    """Replace two-word FIFOs by wires (depth 0) where the stitched top does not need them, and
+    return the labels of those channels.
+
+    Every kernel registers its output (valid and data), so a direct link keeps one word per cycle
+    and adds no combinational valid path; what it lengthens is the ready path, which then runs
+    from the reader's input ready into the writer.  Going from the output backwards, a channel
+    becomes a wire if the ready path that ends in its writer passes through at most ``max_chain``
+    processes; it goes on upstream only through writers whose input ready depends on their output
+    ready (all but ``registered``, the names of the kernels whose input ready is a register's).
+    The inputs of ``bursty`` kernels (:func:`reads_in_bursts`) keep their FIFOs.
+    Only channels the design gave DEFAULT_DEPTH are candidates: the deeper ones balance joins or
+    hold a burst, and the top's own input and output keep their FIFOs.  The measured FIFO sizing
+    (flows/sim.py) then works on the FIFOs that are left."""
+    from .hls_top import DEFAULT_DEPTH
+    chan = {c.var: c for c in d.channels}
+    reader = {v: p for p in d.processes for v in p.ins}
+    chain: dict = {}     # id(process) -> processes the longest ready path into its input ready passes
+    links = []
+    for p in reversed(d.processes):
+        if p.kind in ("axis_in", "axis_out"):
+            chain[id(p)] = 0
+            continue
+        passes = p.kind in ("fanout", "refold") or (p.kind == "node" and p.params["code"].name not in registered)
+        longest = 0
+        for v in p.outs:
+            c, q = chan[v], reader.get(v)
+            if (q is None or q.kind == "axis_out" or c.depth != DEFAULT_DEPTH
+                    or (q.kind == "node" and q.params["code"].name in bursty)):
+                continue
+            if chain[id(q)] + 1 <= max_chain:
+                c.depth = 0
+                links.append(c.label)
+                longest = max(longest, chain[id(q)])
+        chain[id(p)] = 1 + longest if passes else 0
+    return links
+
+
+def rtl_design(graph, image_shape, model: str = "model", max_chain: int = READY_CHAIN):
+    """:func:`hw.hls_top.design` with the RTL kernels (:func:`hw.rtlsim.node_rtl`) as its nodes,
+    every gearbox between PEs that do not divide each other split through their gcd, and the
+    two-word FIFOs the top does without replaced by wires (:func:`direct_links`; ``max_chain`` 0
+    keeps them all): the netlist :func:`rtl_top` renders (and :mod:`hw.rtl_resources` counts)."""
     d = design(graph, image_shape, model, codegen=rtlsim.node_rtl)
     _through_gcd(d)
+    if max_chain:
+        ops = {n.name: n.op for n in graph.nodes}
+        direct_links(d, max_chain, {k.name for k in d.nodes if ops.get(k.name) in READY_REGISTERED_OPS},
+                     {n.name for n in graph.nodes if reads_in_bursts(n)})
     return d
 
 

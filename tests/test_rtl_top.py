@@ -73,3 +73,85 @@ def test_a_stuck_top_is_reported_as_a_deadlock_with_its_fifos():
     images = np.random.default_rng(9).integers(0, 256, (3, 16, 4))
     with pytest.raises(rtlsim.RtlDeadlock, match=r"deadlock.*FIFOs holding words \(occupancy/depth\): .*ts \d+/\d+"):
         rtlsim.simulate(top, images.reshape(-1, 4), p_stall=1.0, idle=500)
+
+
+def _ready_rhs(source: str) -> list:
+    """The right-hand sides of a kernel's ``assign inN_tready = ...`` lines."""
+    import re
+    return re.findall(r"assign\s+in\d+_tready\s*=\s*([^;]+);", source)
+
+
+def test_ready_registered_kernels_take_no_ready_from_their_output(shipped_pynq_graph):
+    """direct_links lets a ready path stop at the kernels of READY_REGISTERED_OPS: their input
+    ready must come from registers, never from out_tready (directly or through en / fire)."""
+    import re
+    g = shipped_pynq_graph
+    d = rtl_top.rtl_design(g, (32, 32, 1), "ready", max_chain=0)
+    ops = {n.name: n.op for n in g.nodes}
+    seen = set()
+    for k in d.nodes:
+        rhs = _ready_rhs(k.source)
+        assert rhs, k.name
+        combinational = any(re.search(r"\b(en|fire|out_tready|out_tvalid)\b", r) for r in rhs)
+        if ops[k.name] in rtl_top.READY_REGISTERED_OPS:
+            assert not combinational, (k.name, rhs)
+            seen.add(ops[k.name])
+        elif ops[k.name] in ("Affine", "Thresholding", "MVAU"):
+            assert combinational, (k.name, rhs)       # the check can tell the two kinds apart
+    # every op of READY_REGISTERED_OPS the shipped model has (all but ShiftBranch, which the
+    # fused shift unit replaces) was looked at
+    assert {"XnorConv2d", "IntConv2d", "ShiftConv", "TokenPool", "AttentionTokens", "WindowReverse",
+            "PooledUpsample", "RepeatChannels", "IntLayerNorm"} <= seen
+
+
+def _chain_lengths(d, registered) -> dict:
+    """For every process, the most processes a ready path passes through into its input ready
+    (through direct links only), computed independently of direct_links."""
+    chan = {c.var: c for c in d.channels}
+    reader = {v: p for p in d.processes for v in p.ins}
+    memo = {}
+
+    def passes(p):
+        return p.kind in ("fanout", "refold") or (p.kind == "node" and p.params["code"].name not in registered)
+
+    def into(p):
+        if id(p) not in memo:
+            outs = [reader[v] for v in p.outs if chan[v].depth == 0 and v in reader]
+            memo[id(p)] = (1 + max([into(q) for q in outs], default=0)) if passes(p) else 0
+        return memo[id(p)]
+    return {id(p): into(p) for p in d.processes if p.kind not in ("axis_in", "axis_out")}, reader, chan
+
+
+@pytest.mark.parametrize("max_chain", [1, 2, 4])
+def test_direct_links_keep_ready_paths_short_and_the_fifos_that_matter(max_chain, shipped_pynq_graph):
+    g = shipped_pynq_graph
+    full = rtl_top.rtl_design(g, (32, 32, 1), "links", max_chain=0)
+    d = rtl_top.rtl_design(g, (32, 32, 1), "links", max_chain=max_chain)
+    before = {c.label: c.depth for c in full.channels}
+    linked = {c.label for c in d.channels if c.depth == 0}
+    assert linked, "no channel became a wire"
+    # only two-word FIFOs become wires; every other depth is untouched
+    assert all(before[lb] == 2 for lb in linked)
+    assert all(c.depth == before[c.label] for c in d.channels if c.label not in linked)
+    # the top's ports keep their FIFOs, and so do the inputs of matrix units reading in bursts
+    bursty = {n.name for n in g.nodes if rtl_top.reads_in_bursts(n)}
+    assert bursty
+    ops = {n.name: n.op for n in g.nodes}
+    registered = {n for n, op in ops.items() if op in rtl_top.READY_REGISTERED_OPS}
+    lengths, reader, chan = _chain_lengths(d, registered)
+    for p in d.processes:
+        for v in p.ins:
+            if chan[v].depth == 0:
+                assert p.kind != "axis_out"
+                assert not (p.kind == "node" and p.params["code"].name in bursty), v
+        if p.kind == "axis_in":
+            assert all(chan[v].depth > 0 for v in p.outs)
+    # a writer on a direct link sees a ready path through at most max_chain processes
+    for p in d.processes:
+        for v in p.outs:
+            if chan[v].depth == 0:
+                assert lengths[id(reader[v])] + 1 <= max_chain, (chan[v].label, lengths[id(reader[v])])
+    # and a longer chain allows more links
+    if max_chain > 1:
+        fewer = rtl_top.rtl_design(g, (32, 32, 1), "links", max_chain=max_chain - 1)
+        assert sum(c.depth == 0 for c in fewer.channels) < len(linked)

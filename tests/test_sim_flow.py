@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from flows import sim
-from hw import rtlsim
+from hw import rtl_top, rtlsim
 from tests.conftest import CKPT
 
 
@@ -84,7 +84,11 @@ def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet
     assert 0 < m["latency_cycles"] < m["total_cycles"] and m["latency_us"] == pytest.approx(m["latency_cycles"] / 100)
     assert rep["cost_deviation_pct"] == pytest.approx(
         100 * (m["cycles_per_image"] - cost["cycles_per_image"]) / cost["cycles_per_image"])
-    assert len(rep["layers"]) == 168 and rep["fifos"] > 168
+    # every channel of the RTL top is a FIFO or a direct link (hw.rtl_top.direct_links), both kinds used
+    channels = len(rtl_top.rtl_design(shipped_pynq_graph, (32, 32, 1), "channels").channels)
+    assert len(rep["layers"]) == 168 and rep["fifos"] > 0 and rep["direct_links"] > 0
+    assert rep["fifos"] + rep["direct_links"] == channels
+    assert f"{rep['fifos']} FIFOs and {rep['direct_links']} direct links" in (out / "report.md").read_text()
     # FIFO depths sized from the occupancy measured: one per FIFO, never below 2, less block RAM
     sized = json.loads((out / "fifo_depths.json").read_text())
     assert len(sized) == rep["fifos"] and min(sized.values()) >= 2
