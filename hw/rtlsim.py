@@ -72,8 +72,46 @@ class RtlResult:
 
 def _env():
     import jinja2
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
-                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env.globals["popcount"] = popcount_sv
+    return env
+
+
+def popcount_sv(src: str, n: int, out: str, prefix: str = "pc", indent: str = "    ") -> str:
+    """SystemVerilog for ``out`` = the number of ones in bits 0..n-1 of ``src``, as an adder
+    tree that synthesis keeps: six bits at a time into a 3-bit count (a LUT6 per result bit),
+    then three numbers per adder (a ternary adder on the carry chain), every node marked
+    (* keep *).  Without those boundaries Yosys folds the whole sum into one multi-operand
+    adder of full adders in LUTs: a 128-bit XNOR-popcount took 290 LUTs that way and 214 this
+    way (synth_xilinx; 2.0-2.3 against 1.6-1.7 LUTs per bit from 32 to 256 bits; tests/
+    test_rtl_sim.py checks the 128-bit case).  ``out`` takes the count truncated or zero-extended
+    to its width; names begin with ``prefix``."""
+    lines, terms = [], []
+    for i in range(0, n, 6):
+        m = min(6, n - i)
+        wb = m.bit_length()
+        name = f"{prefix}_c{i}"
+        lines.append(f"(* keep *) logic [{wb - 1}:0] {name};")
+        lines.append(f"assign {name} = " + " + ".join(f"{wb}'({src}[{j}])" for j in range(i, i + m)) + ";")
+        terms.append((name, m))
+    level = 0
+    while len(terms) > 1:
+        nxt = []
+        for k in range(0, len(terms), 3):
+            grp = terms[k:k + 3]
+            if len(grp) == 1:
+                nxt.append(grp[0])
+                continue
+            mx = sum(t[1] for t in grp)
+            wb = mx.bit_length()
+            name = f"{prefix}_s{level}_{k}"
+            lines.append(f"(* keep *) logic [{wb - 1}:0] {name};")
+            lines.append(f"assign {name} = " + " + ".join(f"{wb}'({t[0]})" for t in grp) + ";")
+            nxt.append((name, mx))
+        terms, level = nxt, level + 1
+    lines.append(f"assign {out} = $bits({out})'({terms[0][0]});")
+    return "\n".join(indent + ln for ln in lines)
 
 
 def _module_name(prefix: str, name: str) -> str:
