@@ -51,6 +51,25 @@ def block_ram36(depth: int, width: int, lutram_max_bits: int = LUTRAM_MAX_BITS) 
 ROM_BRAM_FILL = 0.4      # weight_rom_in_bram: the least share of its block RAM a weight ROM fills there
 
 
+# A ShiftConv coefficient ROM (one word of PE lanes per channel fold and tap) deeper than this is
+# block RAM, a shallower one LUTs: up to 256 words a bit is LUT6s under one MUXF7 / MUXF8 tree,
+# deeper ones grow further mux levels (Yosys: the shipped stage-2 ROM, 576 x 16 bits, took about
+# 430 LUTs against half a RAMB36; stage 1's 144 x 36 bits is cheaper in LUTs).
+COEF_LUT_DEPTH = 256
+
+
+def shift_coef_rom(coef, pe: int) -> tuple:
+    """(depth, width) of a ShiftConv's coefficient ROM, coef (C, taps), as templates/rtl/
+    map_tokens.sv.j2 stores it: word f * taps + t holds the PE lanes of channel fold f, tap t."""
+    c, taps = np.asarray(coef).shape
+    return c // pe * taps, pe * _value_bits(coef)
+
+
+def coef_rom_in_bram(depth: int, width: int) -> bool:
+    """Whether a ShiftConv coefficient ROM is block RAM (deeper than COEF_LUT_DEPTH)."""
+    return depth > COEF_LUT_DEPTH
+
+
 def weight_rom_in_bram(depth: int, width: int) -> bool:
     """A weight ROM (MVAU, binary / integer convolution, IntLinear) of LUTRAM_MAX_BITS or more
     that fills at least ROM_BRAM_FILL of the block RAM it takes is block RAM (templates/rtl:
@@ -218,6 +237,7 @@ def node_cost(node, shapes, in_bits=None) -> dict:
     mem = 0
     shape = None        # (depth, width) of the kernel's largest memory (other than weights), where known
     weight_rom = None   # (depth, width) of a weight ROM: block RAM or LUTs by weight_rom_in_bram
+    coef_rom = None     # (depth, width) of a ShiftConv coefficient ROM: block RAM or LUTs by coef_rom_in_bram
     luts = CONTROL_LUTS
     dsps = 0
     if node.op in ("MVAU", "XnorConv2d", "IntConv2d", "IntLinear"):
@@ -299,7 +319,7 @@ def node_cost(node, shapes, in_bits=None) -> dict:
         shape = (mem // (pe * in_bits[0]), pe * in_bits[0])
         luts += pe * out_bits * 2
         if node.op == "ShiftConv":      # a multiply-accumulate per lane, coefficients per (channel, tap)
-            mem += _table_bits(node.params["coef"])
+            coef_rom = shift_coef_rom(node.params["coef"], pe)
             dsps = pe
     else:   # RepeatChannels, GroupSumChannels, TokenSum
         cycles = math.ceil(max(in_elems, out_elems) / pe)
@@ -319,6 +339,12 @@ def node_cost(node, shapes, in_bits=None) -> dict:
         else:
             lutram += math.ceil(weight_rom[0] * weight_rom[1] / 64)
         mem += weight_rom[0] * weight_rom[1]
+    if coef_rom is not None:
+        if coef_rom_in_bram(*coef_rom):
+            bram += block_ram36(*coef_rom, 0)
+        else:
+            lutram += math.ceil(coef_rom[0] * coef_rom[1] / 64)
+        mem += coef_rom[0] * coef_rom[1]
     out = dict(cycles=int(cycles), mem_bits=int(mem), bram36=bram, luts=int(luts + lutram), dsps=int(dsps))
     if node.op in BANKED_OPS and banks == 1:      # read and emit alternate: at the producer's pace (node_period)
         out.update(cycles=int(read + emit), read=int(read), emit=int(emit))

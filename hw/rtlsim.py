@@ -137,11 +137,16 @@ def word_bits(s: dict) -> int:
 
 
 # ---------------------------------------------------------------------- kernels
+def _style_attr(in_bram: bool) -> str:
+    """The synthesis attribute of a constant ROM: block RAM, or LUTs (Yosys' logic_block; Vivado
+    picks a small ROM's memory itself)."""
+    return '(* rom_style = "block" *)' if in_bram else "(* logic_block *)"
+
+
 def _rom_attr(depth: int, width: int) -> str:
-    """The synthesis attribute of a weight ROM, as hw.cost.weight_rom_in_bram decides: block RAM,
-    or LUTs (Yosys' logic_block; Vivado picks a small ROM's memory itself)."""
+    """The synthesis attribute of a weight ROM, as hw.cost.weight_rom_in_bram decides."""
     from .cost import weight_rom_in_bram
-    return '(* rom_style = "block" *)' if weight_rom_in_bram(depth, width) else "(* logic_block *)"
+    return _style_attr(weight_rom_in_bram(depth, width))
 
 
 def mvau_rtl(name: str, w_bits, simd: int, pe: int) -> RtlKernel:
@@ -326,6 +331,7 @@ def shift_conv_rtl(name: str, coef, h: int, w: int, channels: int, pe: int, in_b
     a circular depthwise convolution over hw.kernels.shift.CROSS_TAPS, coef (C, 9); hw/csim.py
     ``shift_conv_code``'s arguments.  Each output word reads its 9 taps (one RAM read and one
     multiply-accumulate per lane and cycle): max(N_IN, 9 N_OUT) cycles per image with two banks."""
+    from .cost import coef_rom_in_bram, shift_coef_rom
     from .kernels.shift import CROSS_TAPS
     coef = np.asarray(coef, dtype=np.int64)
     if coef.shape != (channels, len(CROSS_TAPS)):
@@ -343,7 +349,8 @@ def shift_conv_rtl(name: str, coef, h: int, w: int, channels: int, pe: int, in_b
         signed=in_signed, ib=in_bits, ob=out_bits, xw=max(out_bits, in_bits + 1), n_in=n, n_out=n,
         aw=_bits(n), bw=_bits(banks * n), banks=banks, ty=1, tx=t, tyw=_bits(1), txw=_bits(t), oh=h, ow=w,
         ohw=_bits(h), oww=_bits(w), kind="conv", axis="", reach=0, qf=0, sh=0, sw=0, k=1, mode="", kb=kb,
-        taps=[(k, dh % h, dw % w) for k, (dh, dw) in enumerate(CROSS_TAPS)], coef_rom=rom)
+        taps=[(k, dh % h, dw % w) for k, (dh, dw) in enumerate(CROSS_TAPS)], coef_rom=rom, caw=_bits(cf * t),
+        coef_attr=_style_attr(coef_rom_in_bram(*shift_coef_rom(coef, pe))))
     return RtlKernel(name, module, src, [stream(channels, pe, in_bits, in_signed)],
                      stream(channels, pe, out_bits, True))
 

@@ -73,17 +73,18 @@ def test_shift_branch_rtl_equals_golden_and_cost(kind, axis, reach, pe, hw_, ban
 
 
 # ---------------------------------------------------------------------- ShiftConv (fused shift unit)
-@pytest.mark.parametrize("pe,hw_,banks,signed", [
-    (2, (4, 5), 2, True),     # every tap distinct
-    (1, (2, 2), 2, True),     # the shipped model's last stage: offsets +-2 wrap onto the centre
-    (8, (3, 1), 2, False),    # fully parallel, one column: every W tap is the centre, unsigned input
-    (4, (3, 3), 1, True),     # one bank: read, then emit
+@pytest.mark.parametrize("pe,hw_,banks,signed,c", [
+    (2, (4, 5), 2, True, 8),      # every tap distinct
+    (1, (2, 2), 2, True, 8),      # the shipped model's last stage: offsets +-2 wrap onto the centre
+    (8, (3, 1), 2, False, 8),     # fully parallel, one column: every W tap is the centre, unsigned input
+    (4, (3, 3), 1, True, 8),      # one bank: read, then emit
+    (1, (2, 2), 2, True, 32),     # 288 coefficient words: a block-RAM ROM (hw.cost.coef_rom_in_bram)
 ])
-def test_shift_conv_rtl_equals_golden_and_cost(pe, hw_, banks, signed):
+def test_shift_conv_rtl_equals_golden_and_cost(pe, hw_, banks, signed, c):
+    from hw.cost import coef_rom_in_bram, shift_coef_rom
     from hw.graph import sint
     from hw.kernels.shift import cross_conv
     h, w = hw_
-    c = 8
     rng = np.random.default_rng(pe * 100 + h * 10 + banks)
     lo, hi = (-512, 512) if signed else (0, 1024)
     x = rng.integers(lo, hi, (IMAGES, h, w, c))
@@ -92,9 +93,12 @@ def test_shift_conv_rtl_equals_golden_and_cost(pe, hw_, banks, signed):
     x[0, ..., 0] = lo if signed else hi - 1
     want = cross_conv(x.transpose(0, 3, 1, 2), coef).transpose(0, 2, 3, 1).reshape(-1, c)
     dt = sint(max(-lo, hi - 1) * int(np.abs(coef).sum(axis=1).max()))
-    node = Node("ShiftConv", f"shift_conv_{pe}_{h}x{w}_{banks}_{int(signed)}", ["x"], ["y"],
+    node = Node("ShiftConv", f"shift_conv_{pe}_{h}x{w}_{banks}_{int(signed)}_{c}", ["x"], ["y"],
                 attrs=dict(H=h, W=w, PE=pe, BANKS=banks), params=dict(coef=coef), dtype=dt)
     _run(node, "INT10" if signed else "UINT10", x.reshape(-1, c), want, h * w, h * w, c)
+    k = rtlsim.node_rtl(Graph([node], "x", "y", input_dtype="INT10"), node, c)
+    in_bram = coef_rom_in_bram(*shift_coef_rom(coef, pe))
+    assert in_bram == (c // pe * 9 > 256) and ('rom_style = "block"' in k.source) == in_bram
 
 
 # ---------------------------------------------------------------------- TokenPool
