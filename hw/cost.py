@@ -400,18 +400,13 @@ def node_cost(node, shapes, in_bits=None) -> dict:
     lutram = 0 if bram else math.ceil(mem / 64)
     if node.op == "QDAttention":        # its buffers are counted above, by their shape
         lutram = 0
-    if weight_rom is not None:
-        if weight_rom_in_bram(*weight_rom):
-            bram += block_ram36(*weight_rom, 0)
-        else:
-            lutram += rom_luts(*weight_rom)
-        mem += weight_rom[0] * weight_rom[1]
-    if coef_rom is not None:
-        if coef_rom_in_bram(*coef_rom):
-            bram += block_ram36(*coef_rom, 0)
-        else:
-            lutram += rom_luts(*coef_rom)
-        mem += coef_rom[0] * coef_rom[1]
+    for rom, in_bram in ((weight_rom, weight_rom_in_bram), (coef_rom, coef_rom_in_bram)):
+        if rom is not None:
+            if in_bram(*rom):
+                bram += block_ram36(*rom, 0)
+            else:
+                lutram += rom_luts(*rom)
+            mem += rom[0] * rom[1]
     out = dict(cycles=int(cycles), mem_bits=int(mem), bram36=bram, luts=int(luts + lutram), dsps=int(dsps))
     if node.op in BANKED_OPS and banks == 1:      # read and emit alternate: at the producer's pace (node_period)
         out.update(cycles=int(read + emit), read=int(read), emit=int(emit))
