@@ -12,9 +12,9 @@ DMA side of the board flow and is not part of this top.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
-from dataclasses import replace
 
 from . import rtlsim
 from .cost import BANKED_OPS
@@ -78,7 +78,8 @@ def reads_in_bursts(node) -> bool:
     """A matrix unit (mvau_xnor.sv.j2, int_linear.sv.j2) reads a row's SF > 1 input words back
     to back in its first output fold and none in the others: the two-word FIFO in front of it
     lets the gearbox or kernel before it have the next word ready (without it, stage 1's second
-    MLP matrix waited 64 cycles for its second word per token and the whole top ran 33 % slower)."""
+    MLP matrix waited 64 cycles for its second word per token, and the shipped top took 12,224
+    cycles per image instead of 9,440)."""
     if node.op == "MVAU":
         return node.attrs["MW"] // node.attrs.get("SIMD", 1) > 1
     if node.op == "IntLinear":
