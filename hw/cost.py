@@ -169,15 +169,15 @@ def fifo_luts(depth: int, width: int) -> int:
     luts = 0
     if big:
         # pointers and counts (a wrap below a power of two costs compares), skid register
-        luts += 4 * _bits(big + 1) + width + (0 if big & (big - 1) == 0 else 20)
+        luts += 4 * counter_bits(big + 1) + width + (0 if big & (big - 1) == 0 else 20)
     if small:
-        logic = 8 if small <= 2 else 4 * _bits(small + 1) + 4 + (-(-small // 64) - 1) * width // 2
+        logic = 8 if small <= 2 else 4 * counter_bits(small + 1) + 4 + (-(-small // 64) - 1) * width // 2
         luts += lutram_luts(small, width) + logic
     return luts
 
 
-def _bits(n: int) -> int:
-    """Counter bits for values 0 .. n-1 (at least 1)."""
+def counter_bits(n: int) -> int:
+    """Counter bits for values 0 .. n-1 (at least 1); hw/rtlsim.py sizes its counters by it."""
     return max(1, (n - 1).bit_length())
 
 
@@ -294,6 +294,7 @@ def node_cost(node, shapes, in_bits=None) -> dict:
     shape = None        # (depth, width) of the kernel's largest memory (other than weights), where known
     weight_rom = None   # (depth, width) of a weight ROM: block RAM or LUTs by weight_rom_in_bram
     coef_rom = None     # (depth, width) of a ShiftConv coefficient ROM: block RAM or LUTs by coef_rom_in_bram
+    lut_mem = None      # LUTs of the memories by their shape (lutram_luts), where known; else bits / 64
     luts = CONTROL_LUTS
     dsps = 0
     if node.op in ("MVAU", "XnorConv2d", "IntConv2d", "IntLinear"):
@@ -337,7 +338,8 @@ def node_cost(node, shapes, in_bits=None) -> dict:
         # the levels and the context accumulators (fitted to Yosys: 1,167 / 843 LUTs for the
         # shipped stage-3 / stage-2 units against 1,302 / 858)
         dv = c // a["heads"]
-        luts += 3 * lutram_luts(max(n, m), c) + 3 * c // 2 + pe * (popcount_luts(dv) + dv * out_bits + 150)
+        lut_mem = 3 * lutram_luts(max(n, m), c)
+        luts += 3 * c // 2 + pe * (popcount_luts(dv) + dv * out_bits + 150)
     elif node.op == "IntLayerNorm":
         tokens, c = out[-2], out[-1]
         # statistics pass, 1 + (R+1) + (R+1) cycles of variance, bit-serial root and divider, normalise pass
@@ -397,9 +399,7 @@ def node_cost(node, shapes, in_bits=None) -> dict:
     else:       # the largest memory packed in its aspect ratio, the rest by bits
         rest = mem - shape[0] * shape[1]
         bram = block_ram36(*shape) + (math.ceil(rest / BRAM36_BITS) if rest >= LUTRAM_MAX_BITS else 0)
-    lutram = 0 if bram else math.ceil(mem / 64)
-    if node.op == "QDAttention":        # its buffers are counted above, by their shape
-        lutram = 0
+    lutram = 0 if bram else (lut_mem if lut_mem is not None else math.ceil(mem / 64))
     for rom, in_bram in ((weight_rom, weight_rom_in_bram), (coef_rom, coef_rom_in_bram)):
         if rom is not None:
             if in_bram(*rom):

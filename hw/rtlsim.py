@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .cost import BANKED_OPS, banks_of, map_band, table_bram
+from .cost import counter_bits as _bits
 from .csim import _signed_bits, c_name, check_fold, stream
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,11 +117,6 @@ def popcount_sv(src: str, n: int, out: str, prefix: str = "pc", indent: str = " 
 
 def _module_name(prefix: str, name: str) -> str:
     return prefix + "_" + c_name(name)[len("node_"):]
-
-
-def _bits(n: int) -> int:
-    """Counter bits for values 0 .. n-1 (at least 1)."""
-    return max(1, (n - 1).bit_length())
 
 
 def _word_hex(vals, bits: int) -> str:
@@ -343,7 +339,8 @@ def shift_conv_rtl(name: str, coef, h: int, w: int, channels: int, pe: int, in_b
     check_fold(name, "PE", channels, pe)
     cf = channels // pe
     t = len(CROSS_TAPS)
-    kb = max(int(max(coef.max(initial=0), -coef.min(initial=0) - 1)).bit_length() + 1, 2)
+    depth, width = shift_coef_rom(coef, pe)        # the ROM as the cost model sizes it
+    kb = width // pe
     rom = [(f * t + k, _word_hex(coef[f * pe:(f + 1) * pe, k], kb)) for f in range(cf) for k in range(t)]
     n = h * w * cf
     module = _module_name("map", name)
@@ -354,7 +351,7 @@ def shift_conv_rtl(name: str, coef, h: int, w: int, channels: int, pe: int, in_b
         aw=_bits(n), bw=_bits(banks * n), banks=banks, ty=1, tx=t, tyw=_bits(1), txw=_bits(t), oh=h, ow=w,
         ohw=_bits(h), oww=_bits(w), kind="conv", axis="", reach=0, qf=0, sh=0, sw=0, k=1, mode="", kb=kb,
         taps=[(k, dh % h, dw % w) for k, (dh, dw) in enumerate(CROSS_TAPS)], coef_rom=rom, caw=_bits(cf * t),
-        coef_attr=_style_attr(coef_rom_in_bram(*shift_coef_rom(coef, pe))))
+        coef_attr=_style_attr(coef_rom_in_bram(depth, width)))
     return RtlKernel(name, module, src, [stream(channels, pe, in_bits, in_signed)],
                      stream(channels, pe, out_bits, True))
 
