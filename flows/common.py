@@ -32,8 +32,9 @@ class FlowInputError(ValueError):
 
 def estimate(graph, image_shape, board, design=None) -> dict:
     """hw.cost's per-node estimate plus the top's FIFOs (each as its block-RAM and LUT-RAM
-    parts, hw.cost.fifo_parts), against the board."""
-    from hw.cost import fifo_block_ram36, fifo_luts, graph_cost
+    parts, hw.resources.fifo_parts), against the board."""
+    from hw.cost import graph_cost
+    from hw.resources import fifo_block_ram36, fifo_luts
     cost = graph_cost(graph, image_shape, board.clock_mhz)
     fifo_bram = fifo_lut = 0
     if design is not None:
@@ -88,11 +89,12 @@ def tables_back_to_bram(graph, image_shape, board, d, max_util: float) -> list:
     """Undo fold_for_board's TABLE_BRAM = 0 where the estimate of design ``d`` (e.g. with FIFOs
     sized from a simulation, which frees block RAM) still fits, the largest tables first; the
     names of the nodes changed."""
-    from hw.cost import TABLE_BRAM, node_cost
-    from hw.onnx_graph import stream_shapes
+    from hw.cost import node_cost
+    from hw.execute import stream_shapes
+    from hw.ops.fixed_point import TABLE_BRAM
     shapes = stream_shapes(graph, 1, image_shape)
     back = []
-    for _, i in sorted(((-node_cost(n, shapes)["mem_bits"], i) for i, n in enumerate(graph.nodes)
+    for _, i in sorted(((-node_cost(graph, n, shapes)["mem_bits"], i) for i, n in enumerate(graph.nodes)
                         if int(n.attrs.get(TABLE_BRAM, 1)) == 0)):
         n = graph.nodes[i]
         n.attrs.pop(TABLE_BRAM)
@@ -111,9 +113,11 @@ def fold_for_board(graph, image_shape, board, target_cycles: int, max_util: floa
     first; then the target is relaxed (x1.5, fewer PEs).  Returns {'target_cycles', 'relaxed',
     'one_bank' (node names), 'tables_in_luts' (node names), 'estimate'}; raises
     DesignTooLargeError when even the slowest folding does not fit."""
-    from hw.cost import BANKED_OPS, TABLE_BRAM, fold_for_target, neighbour_cycles, node_cost, node_period
+    from hw.cost import fold_for_target, neighbour_cycles, node_cost, node_period
+    from hw.execute import stream_shapes
     from hw.hls_top import design
-    from hw.onnx_graph import stream_shapes
+    from hw.ops import op_of
+    from hw.ops.fixed_point import TABLE_BRAM
     shapes = stream_shapes(graph, 1, image_shape)
     target = target_cycles
     for _ in range(40):
@@ -125,8 +129,8 @@ def fold_for_board(graph, image_shape, board, target_cycles: int, max_util: floa
         one_bank, in_luts = [], []
         if est["utilisation"]["bram36"] > max_util:
             # a table in LUTs costs about its bits / 64 LUTs for the block RAM it frees
-            tables = sorted((c["mem_bits"], i) for i, n in enumerate(graph.nodes) if n.op in ("Affine", "RPReLU")
-                            for c in [node_cost(n, shapes)] if c["bram36"] > 0)
+            tables = sorted((c["mem_bits"], i) for i, n in enumerate(graph.nodes) if op_of(n).table_placement
+                            for c in [node_cost(graph, n, shapes)] if c["bram36"] > 0)
             for _, i in tables:
                 if est["utilisation"]["bram36"] <= max_util:
                     break
@@ -138,13 +142,13 @@ def fold_for_board(graph, image_shape, board, target_cycles: int, max_util: floa
 
             def with_one_bank(n):
                 """(slower than the target with one bank, block RAM it saves)"""
-                two = node_cost(n, shapes)["bram36"]
+                two = node_cost(graph, n, shapes)["bram36"]
                 n.attrs["BANKS"] = 1
-                c = node_cost(n, shapes)
+                c = node_cost(graph, n, shapes)
                 n.attrs["BANKS"] = 2
                 return node_period(c, *neighbour_cycles(graph, n, own)) > target, two - c["bram36"]
             # first the buffers that keep the target with one bank, the largest saving first
-            order = sorted((with_one_bank(n), i) for i, n in enumerate(graph.nodes) if n.op in BANKED_OPS)
+            order = sorted((with_one_bank(n), i) for i, n in enumerate(graph.nodes) if op_of(n).banked)
             order = sorted(order, key=lambda x: (x[0][0], -x[0][1]))
             for (_, gain), i in order:
                 if fits(est, max_util):
@@ -207,8 +211,8 @@ def prepare(a, step: str, make_design, log=print) -> Prepared:
     from hw import hls_top
     from hw.cli import HwInputError, load_inputs
     from hw.cost import FoldingError, check_folding
+    from hw.execute import stream_shapes
     from hw.export import apply_folding_file
-    from hw.onnx_graph import stream_shapes
     from hw.passes import lower
 
     from flows.boards import UnknownBoardError, get_board
@@ -275,7 +279,7 @@ def write_folding(folder: Path, graph) -> None:
 
 def golden_data(graph, test, n: int):
     """The first ``n`` test images (N, H, W, C) int64 and the golden model's logits on them."""
-    from hw.graph import run
+    from hw.execute import run
     images = test.images[:n].numpy().transpose(0, 2, 3, 1).astype(np.int64)
     return images, run(graph, images)
 

@@ -130,9 +130,9 @@ def main(argv=None) -> int:
     # ---- C simulation
     t1 = time.time()
     try:
-        exe = hls_top.build(files, jobs=a.jobs or None)
+        exe = csim.build_project(files, jobs=a.jobs or None)
         t2 = time.time()
-        run = hls_top.run_testbench(exe, images, logits, folder / "csim")
+        run = csim.run_testbench(exe, images, logits, folder / "csim")
     except csim.CsimError as exc:
         print(f"error: C simulation failed: {exc}", file=sys.stderr)
         return 1

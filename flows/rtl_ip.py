@@ -12,26 +12,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.tcl import _env as tcl_env
 from flows.tcl import render_vivado_tcl
+from hw import templating
 
-ROOT = Path(__file__).resolve().parents[1]
-TEMPLATES = ROOT / "templates" / "rtl_ip"
 IP = dict(vendor="bhvit.org", library="rtl", name="bhvit_top", version="1.0")
 FAMILIES = {"zynq": ["zynq"], "zynquplus": ["zynquplus"]}
 
 
 def render_axi_top(core_module: str, design) -> str:
     """The AXI wrapper of the stitched top ``core_module`` for ``design`` (hw.rtl_top.rtl_design)."""
-    import jinja2
-
     from hw.hls_top import IN_AXIS_BITS
     d = design
     if IN_AXIS_BITS % d.in_bits:
         raise ValueError(f"{d.in_bits}-bit inputs do not tile a {IN_AXIS_BITS}-bit beat")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
-    return env.get_template("bhvit_axi_top.sv.j2").render(
+    return templating.render(
+        "rtl_ip/bhvit_axi_top.sv.j2",
         core=core_module, in_axis_bits=IN_AXIS_BITS, per_beat=IN_AXIS_BITS // d.in_bits, in_bits=d.in_bits,
         in_values=d.in_values, in_pe=d.in_fmt["elems"], out_axis_bits=d.out_axis_bits, out_bits=d.out_bits,
         out_signed=bool(d.out_signed), out_values=d.out_values, out_pe=d.out_fmt["elems"])
@@ -42,7 +37,8 @@ def render_package_tcl(board, sources, ip_dir: str = "ip", project: str = "bhvit
     """The IP-packager script: ``sources`` (relative to the folder it runs in) -> ``ip_dir``."""
     if not sources:
         raise ValueError("no sources to package")
-    return tcl_env().get_template("package_ip.tcl.j2").render(
+    return templating.render(
+        "tcl/package_ip.tcl.j2",
         part=board.part, ip_dir=ip_dir, sources=list(sources), project=project, proj_dir=proj_dir, ip=IP,
         families=" ".join(FAMILIES[board.family]))
 

@@ -17,7 +17,7 @@ Steps:
    that run measured + FIFO_SLACK (fifo_depths.json), the top rebuilt with those depths and
    simulated again (FINN sizes its FIFOs the same way); steps 6-7 are the sized top's;
 6. Yosys ``synth_xilinx`` of every distinct module, summed over the instances
-   (hw/rtl_resources.py; cached under build/yosys, 20-30 min the first time for the shipped
+   (hw/yosys.py; cached under build/yosys, 20-30 min the first time for the shipped
    model with 2 jobs), against the device and beside the analytical estimate (``--no-synth``
    skips it);
 7. ``build/<model>/sim_<board>/``: report.md, report.json, report.png (per-layer cycles of the
@@ -139,7 +139,7 @@ def write_sim_report(folder: Path, res: dict) -> None:
            "same images.",
            "* Cost model: `hw.cost.graph_cost` (cycles per node from its folding; the slowest node is the predicted "
            "period); deviation = (measured - predicted) / predicted.",
-           ("* Yosys: `hw.rtl_resources.top_resources` runs `read_slang; synth_xilinx -family "
+           ("* Yosys: `hw.yosys.top_resources` runs `read_slang; synth_xilinx -family "
             f"{syn['family']} -noiopad; stat -json` ({res['tools']['yosys']}) on every distinct module (each "
             "node's kernel, every FIFO width x depth, fork and gearbox through a wrapper) and sums the counts "
             f"times the instances ({syn['seconds']:.0f} s, cached in build/yosys). Optimisation across module "
@@ -206,14 +206,14 @@ def sized_fifo_depths(fifos: dict) -> dict:
 
 def fifo_block_ram(channels, depths: dict | None = None) -> float:
     """RAMB36 of the FIFOs (flows.common.estimate's rule) at their depths or at ``depths``."""
-    from hw.cost import fifo_block_ram36
+    from hw.resources import fifo_block_ram36
     return float(sum(fifo_block_ram36((depths or {}).get(c.label, c.depth), c.bits) for c in channels))
 
 
 def check_request(a) -> None:
     """What `make sim` needs besides `make hls`'s inputs: two images or more, Verilator, and Yosys
     unless --no-synth (FlowInputError otherwise)."""
-    from hw import rtl_resources, rtlsim
+    from hw import rtlsim, yosys
     if a.images < 2:
         raise FlowInputError(f"--images must be at least 2 (a period needs two images), got {a.images}")
     try:
@@ -222,8 +222,8 @@ def check_request(a) -> None:
         raise FlowInputError(str(exc)) from None
     if not a.no_synth:
         try:
-            rtl_resources.check_yosys()
-        except rtlsim.RtlSimError as exc:
+            yosys.check_yosys()
+        except yosys.YosysError as exc:
             raise FlowInputError(f"{exc} (or skip the resource counts: --no-synth)") from None
 
 
@@ -236,7 +236,7 @@ def main(argv=None) -> int:
                         "rebuild and simulate again; not with --fifo-depths, which sets them)")
     a = p.parse_args(argv)
     t0 = time.time()
-    from hw import rtl_resources, rtl_top, rtlsim
+    from hw import rtl_top, rtlsim, yosys
     pr = prepare_or_exit(a, "sim", rtl_top.rtl_design, check_request)
     if pr is None:
         return 2
@@ -329,17 +329,17 @@ def main(argv=None) -> int:
     # ---- Yosys
     synth, skipped = None, "--no-synth"
     if not a.no_synth:
-        family = rtl_resources.YOSYS_FAMILY[board.family]
+        family = yosys.YOSYS_FAMILY[board.family]
         try:
-            synth = rtl_resources.top_resources(graph, shape, inp.name, d=pr.design, jobs=a.jobs, family=family)
-        except rtlsim.RtlSimError as exc:
+            synth = yosys.top_resources(graph, shape, inp.name, d=pr.design, jobs=a.jobs, family=family)
+        except yosys.YosysError as exc:
             print(f"error: Yosys failed: {exc}", file=sys.stderr)
             return 1
-        synth["utilisation"] = rtl_resources.utilisation(synth["totals"]["total"], board)
+        synth["utilisation"] = yosys.utilisation(synth["totals"]["total"], board)
         for k, (used, avail, frac) in synth["utilisation"].items():
             print(f"[sim]   Yosys {k:4s} {used:>9,} of {avail:>8,} ({100 * frac:5.1f} %)")
     tools = dict(verilator=tool_version([rtlsim.verilator(), "--version"]),
-                 yosys=tool_version([*rtlsim.yosys_cmd(), "-V"]) if synth else "")
+                 yosys=tool_version([*yosys.yosys_cmd(), "-V"]) if synth else "")
     res = dict(model=inp.name, checkpoint=str(a.ckpt), command=command_line("flows.sim", argv), board=board_dict(board),
                max_util=a.max_util, folding_source=pr.folding_source, images=n, equal=equal, mismatched_images=bad,
                measured=m, cost_deviation_pct=dev, estimate=est, layers=layers, fifos=len(run.fifos),

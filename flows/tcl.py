@@ -20,33 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows.boards import Board
+from hw import templating
+from hw.templating import tcl_word  # noqa: F401  (the tcl filter, used by the tests too)
 
 ROOT = Path(__file__).resolve().parents[1]
-TEMPLATES = ROOT / "templates" / "tcl"
 HLS_STEPS = ("csim", "csynth", "cosim", "export")   # the order they run in
 DMA_STREAM_WIDTHS = (8, 16, 32, 64, 128, 256, 512, 1024)
-_PLAIN = re.compile(r"[A-Za-z0-9_.,:/+=@%-]+")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-
-
-def tcl_word(value) -> str:
-    """``value`` as one literal Tcl word: as is when plain, else double-quoted with escapes."""
-    s = str(value)
-    if _PLAIN.fullmatch(s):
-        return s
-    return '"' + re.sub(r'([\\$\[\]"])', r"\\\1", s) + '"'
 
 
 def _num(x: float) -> str:
     return f"{x:g}"
-
-
-def _env():
-    import jinja2
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters["tcl"] = tcl_word
-    return env
 
 
 def render_vitis_hls_tcl(*, project: str, top: str, sources, part: str, clock_period_ns: float, steps, ip: dict,
@@ -78,7 +62,8 @@ def render_vitis_hls_tcl(*, project: str, top: str, sources, part: str, clock_pe
         raise ValueError(f"clock period must be positive, got {clock_period_ns}")
     if reset is None:
         reset = "csynth" in steps or not ({"cosim", "export"} & set(steps))
-    return _env().get_template("vitis_hls.tcl.j2").render(
+    return templating.render(
+        "tcl/vitis_hls.tcl.j2",
         project=project, top=top, sources=list(sources), include_dirs=list(include_dirs),
         tb_sources=list(tb_sources), tb_data=list(tb_data), tb_argv=tb_argv,
         cosim_argv=tb_argv if cosim_argv is None else cosim_argv, solution=solution,
@@ -107,7 +92,8 @@ def render_vivado_tcl(board: Board, *, ip_repo, ip_vlnv: str, ip_name: str, desi
     if not 8 <= length_bits <= 26:
         raise ValueError(f"the DMA length register has 8 to 26 bits, got {length_bits}")
     out_dir = str(out_dir)
-    return _env().get_template("vivado_bd.tcl.j2").render(
+    return templating.render(
+        "tcl/vivado_bd.tcl.j2",
         board=board, ps=board.ps_facts, ip_repo=str(ip_repo), ip_vlnv=ip_vlnv, ip_name=ip_name, design=design,
         in_bits=int(in_bits), out_bits=int(out_bits), out_dir=out_dir, jobs=int(jobs),
         proj_dir=str(proj_dir) if proj_dir is not None else f"{out_dir}/vivado", length_bits=int(length_bits),

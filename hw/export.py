@@ -38,10 +38,11 @@ from pathlib import Path
 import numpy as np
 
 from .cost import FoldingError, check_folding, fold_for_target, graph_cost
+from .execute import stream_shapes
 from .finn_lowering import LoweringError
 from .graph import Graph, op_counts
 from .passes import lower
-from .onnx_graph import UnsupportedGraphError, execute_full, stream_shapes, to_onnx, validate
+from .onnx_graph import UnsupportedGraphError, execute_full, to_onnx, validate
 
 
 # what a folding file sets: parallelism, image banks of map buffers, block-RAM tables (hw.cost)
@@ -78,7 +79,7 @@ def verify_onnx(net, graph: Graph, images_u8: np.ndarray, batch: int = 50, progr
     """Every stream of the ONNX execution == the golden executor's, on these images."""
     from tqdm import tqdm
 
-    from .graph import run
+    from .execute import run
     x = np.asarray(images_u8).transpose(0, 2, 3, 1)
     image_shape = x.shape[1:]
     streams = checked = batches = 0

@@ -4,8 +4,9 @@
 into a list of :class:`Node` s in execution order.  Every node is one hardware
 kernel; every tensor between nodes is a stream of integers in channel-last
 token order (batch, tokens, channels), the order in which pixels and tokens
-flow through the accelerator.  ``run(graph, x)`` executes it with the golden
-kernels of :mod:`hw.ops`; the same graph becomes an ONNX model in
+flow through the accelerator.  What a node computes, costs and generates is its
+op's (:mod:`hw.ops`, found by ``node.op``); :func:`hw.execute.run` executes the
+graph with the ops' golden models, and the same graph becomes an ONNX model in
 :mod:`hw.onnx_graph`, where qonnx/FINN execute it node by node.
 
 Two op types are FINN's own (domain ``finn.custom_op.fpgadataflow``), with
@@ -24,7 +25,6 @@ import numpy as np
 
 DOMAIN = "hw.custom_op"
 FINN_DOMAIN = "finn.custom_op.fpgadataflow"
-FINN_OPS = ("Thresholding", "MVAU")
 
 
 @dataclass
@@ -36,10 +36,6 @@ class Node:
     attrs: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)   # constant int64 arrays (ONNX initializers)
     dtype: str = ""         # qonnx DataType of the output stream
-
-    @property
-    def domain(self) -> str:
-        return FINN_DOMAIN if self.op in FINN_OPS else DOMAIN
 
 
 @dataclass
@@ -256,19 +252,6 @@ class _Builder:
 
 def build_graph(net) -> Graph:
     return _Builder(net).build()
-
-
-def run(graph: Graph, image_nhwc, trace: dict | None = None) -> np.ndarray:
-    """Execute the graph with the golden kernels: uint8 NHWC images -> int64 logits."""
-    from .ops import execute
-    env = {graph.input: np.asarray(image_nhwc, dtype=np.int64)}
-    for node in graph.nodes:
-        outs = execute(node, [env[i] for i in node.inputs])
-        for name, y in zip(node.outputs, outs):
-            env[name] = y
-            if trace is not None:
-                trace[name] = y
-    return env[graph.output]
 
 
 def op_counts(graph: Graph) -> dict:

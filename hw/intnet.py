@@ -210,8 +210,8 @@ class IntNet:
         """uint8 images (B, C, H, W) -> integer logits (B, classes).
 
         The images enter the accelerator pixel by pixel, channels last, so the
-        graph's input is NHWC; every kernel runs on int64 with :mod:`hw.ops`."""
-        from .graph import run
+        graph's input is NHWC; every kernel runs on int64 with its op's golden model (:mod:`hw.ops`)."""
+        from .execute import run
         x = np.asarray(img_u8).transpose(0, 2, 3, 1)
         return run(self.graph, x, self.trace)
 

@@ -1,8 +1,8 @@
 """The dataflow graph of :mod:`hw.graph` as an ONNX model in FINN's form.
 
-Every node becomes one ONNX node: FINN's ``Thresholding`` and ``MVAU`` in
-FINN's domain with FINN's attributes, the rest in this project's domain
-(:mod:`hw.custom_op`).  Constants become initializers, every stream gets its
+Every node becomes one ONNX node in its op's domain (:attr:`hw.ops.HwOp.domain`):
+FINN's ``Thresholding`` and ``MVAU`` in FINN's domain with FINN's attributes, the
+rest in this project's domain (:mod:`hw.custom_op`).  Constants become initializers, every stream gets its
 shape (channel-last) and its qonnx DataType annotation, so qonnx's
 ``execute_onnx`` runs the model with FINN's Python execution of its own nodes
 and the golden semantics of ours.
@@ -12,20 +12,51 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from .graph import DOMAIN, FINN_DOMAIN, FINN_OPS, Graph, run
+from .execute import stream_shapes
+from .graph import FINN_DOMAIN, Graph
+from .ops import REGISTRY, op_of
 
 
 class UnsupportedGraphError(ValueError):
     """A node the hardware flow has no kernel for, or a malformed binary layer."""
 
 
-def stream_shapes(graph: Graph, batch: int, image_shape) -> dict:
-    """Shape of every stream for a batch, from one run on a blank batch."""
-    trace: dict = {}
-    run(graph, np.zeros((batch, *image_shape), dtype=np.int64), trace)
-    shapes = {k: tuple(v.shape) for k, v in trace.items()}
-    shapes[graph.input] = (batch, *image_shape)
-    return shapes
+def node_proto(n, in_shape0) -> tuple:
+    """One graph node in ONNX: (NodeProto, its constants as initializers named ``<node>|<key>``).
+    ``in_shape0``: the shape of its first input (FINN's numInputVectors)."""
+    op = op_of(n)
+    finn = op.domain == FINN_DOMAIN
+    attrs = dict(n.attrs)
+    inits = []
+    for k, v in n.params.items():
+        arr = np.asarray(v)
+        # FINN's nodes keep its float32 container convention; ours stay int64
+        arr = arr.astype(np.float32) if finn else arr.astype(np.int64)
+        inits.append(numpy_helper.from_array(arr, f"{n.name}|{k}"))
+    if finn:
+        # FINN's vectors: every leading dimension of the input stream
+        attrs["numInputVectors"] = [int(v) for v in in_shape0[:-1]]
+        attrs["backend"] = "fpgadataflow"
+    else:
+        attrs["out_dtype"] = n.dtype
+        if n.params:
+            attrs["param_names"] = list(n.params)
+    node = helper.make_node(n.op, list(n.inputs) + [t.name for t in inits], list(n.outputs), name=n.name,
+                            domain=op.domain, **attrs)
+    return node, inits
+
+
+def annotate(model, nodes) -> None:
+    """qonnx DataType annotations of the nodes' outputs and of the constants their ops name."""
+    from qonnx.core.datatype import DataType
+    for n in nodes:
+        for o in n.outputs:
+            model.set_tensor_datatype(o, DataType[n.dtype])
+        op = op_of(n)
+        for k in n.params:
+            dt = op.param_datatype(k)
+            if dt is not None:
+                model.set_tensor_datatype(f"{n.name}|{k}", DataType[dt])
 
 
 def to_onnx(graph: Graph, image_shape, batch: int = 1):
@@ -37,25 +68,9 @@ def to_onnx(graph: Graph, image_shape, batch: int = 1):
     shapes = stream_shapes(graph, batch, image_shape)
     nodes, inits, vinfo = [], [], []
     for n in graph.nodes:
-        attrs = dict(n.attrs)
-        const_names = []
-        for k, v in n.params.items():
-            cname = f"{n.name}|{k}"
-            arr = np.asarray(v)
-            # FINN's nodes keep its float32 container convention; ours stay int64
-            arr = arr.astype(np.float32) if n.op in FINN_OPS else arr.astype(np.int64)
-            inits.append(numpy_helper.from_array(arr, cname))
-            const_names.append(cname)
-        if n.op in FINN_OPS:
-            # FINN's vectors: every leading dimension of the input stream
-            attrs["numInputVectors"] = [int(v) for v in shapes[n.inputs[0]][:-1]]
-            attrs["backend"] = "fpgadataflow"
-        else:
-            attrs["out_dtype"] = n.dtype
-            if n.params:
-                attrs["param_names"] = list(n.params)
-        nodes.append(helper.make_node(n.op, list(n.inputs) + const_names, list(n.outputs), name=n.name,
-                                      domain=n.domain, **attrs))
+        node, consts = node_proto(n, shapes[n.inputs[0]])
+        nodes.append(node)
+        inits += consts
         for o in n.outputs:
             if o != graph.output:
                 vinfo.append(helper.make_tensor_value_info(o, TensorProto.FLOAT, list(shapes[o])))
@@ -66,32 +81,43 @@ def to_onnx(graph: Graph, image_shape, batch: int = 1):
         initializer=inits, value_info=vinfo)
     model = ModelWrapper(qonnx_make_model(g, producer_name="bhvit-fpga"))
     model.set_tensor_datatype(graph.input, DataType[graph.input_dtype])
-    for n in graph.nodes:
-        for o in n.outputs:
-            model.set_tensor_datatype(o, DataType[n.dtype])
-        for k, v in n.params.items():
-            if n.op == "MVAU" and k == "weights":
-                model.set_tensor_datatype(f"{n.name}|{k}", DataType["BIPOLAR"])
-            elif n.op == "Thresholding":
-                model.set_tensor_datatype(f"{n.name}|{k}", DataType[n.attrs["weightDataType"]])
+    annotate(model, graph.nodes)
+    return model
+
+
+def single_node_model(node, inputs: list, out_shape):
+    """A one-node ONNX graph around ``node`` (FINN's way of testing an op): ``inputs`` are
+    (shape, qonnx DataType) of its input streams, in order."""
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.basic import qonnx_make_model
+
+    onode, inits = node_proto(node, inputs[0][0])
+    g = helper.make_graph([onode], node.name,
+                          [helper.make_tensor_value_info(t, TensorProto.FLOAT, list(s))
+                           for t, (s, _) in zip(node.inputs, inputs)],
+                          [helper.make_tensor_value_info(node.outputs[0], TensorProto.FLOAT, list(out_shape))],
+                          initializer=inits)
+    model = ModelWrapper(qonnx_make_model(g, producer_name="bhvit-fpga"))
+    for t, (_, dt) in zip(node.inputs, inputs):
+        model.set_tensor_datatype(t, DataType[dt])
+    annotate(model, [node])
     return model
 
 
 def validate(model) -> None:
     """Every node must be a kernel this flow implements and every binary
     weight must be +-1; otherwise UnsupportedGraphError names the node."""
-    from .ops import ATTRS
-    supported = sorted(ATTRS) + list(FINN_OPS)
+    supported = sorted(REGISTRY)
     problems = []
     for node in model.graph.node:
-        ok = (node.domain == FINN_DOMAIN and node.op_type in FINN_OPS) or \
-             (node.domain == DOMAIN and node.op_type in ATTRS)
-        if not ok:
+        cls = REGISTRY.get(node.op_type)
+        if cls is None or cls.domain != node.domain:
             problems.append(f"node '{node.name}': op {node.op_type} (domain '{node.domain or 'ai.onnx'}') has no "
                             f"hardware kernel; supported: {', '.join(supported)}")
             continue
-        if node.op_type in ("MVAU", "XnorConv2d"):
-            w = model.get_initializer(node.input[1])
+        if cls.binary_weights:
+            w = model.get_initializer(f"{node.name}|{cls.binary_weights}")
             if w is None or not np.all(np.abs(np.asarray(w)) == 1):
                 problems.append(f"node '{node.name}': binary layer whose weights are not all +-1 "
                                 f"(re-export from a checkpoint with binary weights)")

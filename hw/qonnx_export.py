@@ -29,39 +29,21 @@ compute exact integers.  The graph carries the integer codes of every stream
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from . import kernels as K
-from .graph import DOMAIN
-from .qat import DT, TorchIntNet, _map, _tok, split_heads
-
-
-def int_quant(bits: int, name: str = "") -> nn.Module:
-    """Brevitas signed ``bits``-bit quantizer with scale 1 and FLOOR rounding:
-    exported as ``Quant(x, scale=1, zeropt=0, bitwidth=bits, rounding_mode=FLOOR)``."""
-    from brevitas.inject.enum import FloatToIntImplType, ScalingImplType
-    from brevitas.nn import QuantIdentity
-    from brevitas.quant import Int8ActPerTensorFloat
-    lim = float(2 ** (bits - 1))
-    return QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=bits, scaling_impl_type=ScalingImplType.CONST,
-                         min_val=-lim, max_val=lim, float_to_int_impl_type=FloatToIntImplType.FLOOR,
-                         return_quant_tensor=False)
-
-
-def binary_act() -> nn.Module:
-    from brevitas.nn import QuantIdentity
-    from brevitas.quant import SignedBinaryActPerTensorConst
-    return QuantIdentity(act_quant=SignedBinaryActPerTensorConst, return_quant_tensor=False)
+from .ops import op_of
+from .qat import TorchIntNet
+from .torch_form import DT, binary_act, int_quant  # noqa: F401  (the quantizers of the QONNX form)
 
 
 class QonnxIntNet(TorchIntNet):
-    """The integer network with Brevitas quantizers, exportable by ``export_qonnx``.
+    """The integer network with Brevitas quantizers, exportable by ``export_qonnx``: every node
+    runs its op's QONNX form (:meth:`hw.ops.HwOp.qonnx_forward`) with the Brevitas modules the
+    op asks for (:meth:`hw.ops.HwOp.qonnx_modules`).
 
     Built from an :class:`hw.intnet.IntNet` (or from a trained
     :class:`TorchIntNet`: its current rounded parameters are taken), eval only.
@@ -70,134 +52,44 @@ class QonnxIntNet(TorchIntNet):
     def __init__(self, net, source: TorchIntNet | None = None):
         super().__init__(net)
         src = source if source is not None else self
-        self.quant = nn.ModuleDict()
-        self.layer = nn.ModuleDict()
-        self._const: dict = {}
+        self.quant = nn.ModuleDict()         # requantisers and weight quantizers
+        self.layer = nn.ModuleDict()         # binary layers with their weights
         with torch.no_grad():
             for node in self.graph.nodes:
                 for k in node.params:
                     key = self._key(node.name, k)
                     v = TorchIntNet.p(src, node, k).detach().to(DT).clone()
                     self.register_buffer("c__" + key, v)
-                self._build(node)
+                for kind, module in op_of(node).qonnx_modules(self).items():
+                    getattr(self, kind)[self._key(node.name, "q")] = module
         del self.theta                       # only the exact constants remain
         self.to(DT)
         # ONNX Runtime has no float64 Conv; binary convolutions are exact in float32 anyway
         # (sums of +-1 products stay far below 2**24), so they run in float32.
-        for key, layer in self.layer.items():
+        for layer in self.layer.values():
             if isinstance(layer, nn.Conv2d):
                 layer.float()
         self.exporting = False
 
-    # ------------------------------------------------------------------ construction
-    def _build(self, node):
-        from brevitas.nn import QuantConv2d, QuantLinear
-        from brevitas.quant import SignedBinaryWeightPerTensorConst
-        key = self._key(node.name, "q")
-        a = node.attrs
-        if node.op in ("Affine", "RPReLU"):
-            self.quant[key] = int_quant(a["bits"])
-        elif node.op == "Thresholding":
-            self.quant[key] = binary_act()
-        elif node.op in ("IntConv2d", "IntLinear"):
-            self.quant[key] = int_quant(8)      # 8-bit integer weights (the folder clamps them to +-127)
-        elif node.op == "MVAU":
-            w = self.c(node, "weights")                                   # (MW, MH) +-1
-            lin = QuantLinear(w.shape[0], w.shape[1], bias=False, weight_quant=SignedBinaryWeightPerTensorConst,
-                              weight_scaling_const=1.0, return_quant_tensor=False)
-            lin.weight.data = w.T.contiguous().to(torch.float32)
-            self.layer[key] = lin
-        elif node.op == "XnorConv2d":
-            w = self.c(node, "w")                                         # (O, I/g, k, k) +-1
-            conv = QuantConv2d(w.shape[1] * a["groups"], w.shape[0], w.shape[-1], stride=a["stride"],
-                               padding=a["pad"], dilation=a["dilation"], groups=a["groups"], bias=False,
-                               weight_quant=SignedBinaryWeightPerTensorConst, weight_scaling_const=1.0,
-                               return_quant_tensor=False)
-            conv.weight.data = w.contiguous().to(torch.float32)
-            self.layer[key] = conv
-
     def c(self, node, k):
+        """The exact constant ``k`` of ``node`` (float64)."""
         return getattr(self, "c__" + self._key(node.name, k))
 
     def p(self, node, k, rounded=True):
         return self.c(node, k)
 
-    def _requant(self, node, acc):
-        """round half up (acc * 2**-shift) and saturate: one Brevitas FLOOR quantizer."""
-        s = node.attrs["shift"]
-        v = acc * 2.0 ** -s + (0.5 if s > 0 else 0.0)
-        return self.quant[self._key(node.name, "q")](v)
+    def module_of(self, node):
+        """The Brevitas module of ``node`` (its requantiser, quantizer or binary layer)."""
+        key = self._key(node.name, "q")
+        return self.quant[key] if key in self.quant else self.layer[key]
 
-    # ------------------------------------------------------------------ forward
     @staticmethod
     def _input_nhwc(image):
         # a tensor (possibly a tracing stand-in during export): no numpy round trip
         return image.to(DT).permute(0, 2, 3, 1)
 
-    def op_IntConv2d(self, n, x):
-        w = self.quant[self._key(n.name, "q")](self.c(n, "w"))
-        # float32 Conv (ONNX Runtime has no float64 one): exact while 255 * 127 * fan-in < 2**24
-        if 255 * 127 * w[0].numel() >= 2 ** 24:
-            raise ValueError(f"{n.name}: stem fan-in {w[0].numel()} too large for an exact float32 Conv")
-        y = F.conv2d(x.permute(0, 3, 1, 2).float(), w.float(), stride=n.attrs["stride"])
-        return _tok(y.to(DT))
-
-    def op_IntLinear(self, n, x):
-        w = self.quant[self._key(n.name, "q")](self.c(n, "w"))
-        return x @ w.T + self.c(n, "bias")
-
-    def op_Affine(self, n, *xs):
-        a = n.attrs
-        acc = 0
-        for i, x in enumerate(xs):
-            k = a["pc_k"][i] if a.get("pc_k") else 0
-            if k:
-                x = 2 * x - k
-            acc = acc + x * (self.c(n, f"m{i}") * 2.0 ** a["lshifts"][i])
-        return self._requant(n, acc + self.c(n, "bias"))
-
-    def op_RPReLU(self, n, z):
-        y = torch.where(z >= 0, z * self.c(n, "m_pos"), z * self.c(n, "m_neg")) + self.c(n, "bias")
-        return self._requant(n, y)
-
-    def op_Lut(self, n, x):
-        lo = -(1 << (n.attrs["in_bits"] - 1))
-        return self.c(n, "table")[(x - lo).long()]
-
-    def op_Thresholding(self, n, x):
-        return self.quant[self._key(n.name, "q")](x - self.c(n, "thresholds")[:, 0])
-
-    def op_MVAU(self, n, x):
-        # the +-1 dot product, then the popcount of matches that FINN's MVAU outputs
-        return (self.layer[self._key(n.name, "q")](x) + n.attrs["MW"]) * 0.5
-
-    def op_XnorConv2d(self, n, xb):
-        a = n.attrs
-        return _tok(self.layer[self._key(n.name, "q")](_map(xb, a["H"], a["W"]).float()).to(DT))
-
-    def op_QDAttention(self, n, qb, kb, vb):
-        a = n.attrs
-        heads, levels = a["heads"], a["levels"]
-
-        q, k, v = (split_heads(t, heads) for t in (qb, kb, vb))
-        d = q.shape[-1]
-        e = self.c(n, "table")[(q @ k.transpose(-1, -2) + d).long()]      # exp table of the 2d+1 scores
-        total = e.sum(-1, keepdim=True)
-        lev = sum(((2 * levels) * e >= (2 * sigma - 1) * total).to(DT) for sigma in range(1, levels + 1))
-        return (lev @ v).transpose(1, 2).reshape(qb.shape)
-
-    def op_IntLayerNorm(self, n, x):
-        a = n.attrs
-        gmul, bias = self.c(n, "gmul"), self.c(n, "bias")
-        if self.exporting:
-            return torch.onnx.ops.symbolic(
-                f"{DOMAIN}::IntLayerNorm", (x, gmul, bias),
-                attrs=dict(eps=int(a["eps"]), r_bits=int(a["r_bits"]), shift=int(a["shift"]), bits=int(a["bits"]),
-                           out_dtype=n.dtype, param_names=["gmul", "bias"]),
-                dtype=x.dtype, shape=x.shape, version=1)
-        y = K.layernorm_int(x.numpy().astype(np.int64), gmul.numpy().astype(np.int64),
-                            bias.numpy().astype(np.int64), a["eps"], a["r_bits"], a["shift"], a["bits"])
-        return torch.as_tensor(y, dtype=DT)
+    def run_node(self, node, *xs):
+        return op_of(node).qonnx_forward(self, *xs)
 
 
 # ---------------------------------------------------------------------- export + execution

@@ -1,22 +1,23 @@
 """The project's ONNX custom ops (domain ``hw.custom_op``) for qonnx/FINN.
 
-qonnx finds the ops of a node's domain by importing the module of that name,
-so every op of :data:`hw.ops.ATTRS` gets a :class:`qonnx.custom_op.base.CustomOp`
-class here.  Each one declares its attributes, gives shape inference a
-stand-in node of its output shape, annotates its output with the qonnx
-DataType the graph builder derived from value bounds, and executes with the
-golden semantics of :func:`hw.ops.execute`.
+qonnx finds the ops of a node's domain by importing the module of that name, so every op of
+this domain in the registry (:mod:`hw.ops`) gets a :class:`qonnx.custom_op.base.CustomOp`
+class here.  Each one declares its op's attributes, gives shape inference a stand-in node of
+its output shape, annotates its output with the qonnx DataType the graph builder derived from
+value bounds, and executes with its op's golden model (:meth:`hw.ops.HwOp.execute`).
 """
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 import numpy as np
-from qonnx.core.datatype import DataType
 from onnx import TensorProto
+from qonnx.core.datatype import DataType
 from qonnx.custom_op.base import CustomOp
 
-from ..ops import ATTRS, execute
+from ..execute import execute
+from ..graph import DOMAIN
+from ..ops import REGISTRY
 
 COMMON = {
     "PE": ("i", False, 1),
@@ -26,24 +27,29 @@ COMMON = {
 }
 
 
-def _declared_type(graph, name):
+def declared_type(graph, name):
     for vi in list(graph.value_info) + list(graph.output):
         if vi.name == name:
             return vi.type.tensor_type.elem_type
     return None
 
 
-class _HwOp(CustomOp):
+class HwCustomOp(CustomOp):
+    """A registry op as a qonnx CustomOp (one subclass per op type below)."""
     op_type = ""
+
+    @property
+    def attr_types(self) -> dict:
+        return REGISTRY[self.op_type].attr_types
 
     def get_nodeattr_types(self):
         d = dict(COMMON)
-        for k, t in ATTRS[self.op_type].items():
+        for k, t in self.attr_types.items():
             d[k] = (t, True, [] if t == "ints" else ("" if t == "s" else 0))
         return d
 
-    def _attrs(self) -> dict:
-        return {k: self.get_nodeattr(k) for k in ATTRS[self.op_type]}
+    def node_attrs(self) -> dict:
+        return {k: self.get_nodeattr(k) for k in self.attr_types}
 
     def make_shape_compatible_op(self, model):
         shape = model.get_tensor_shape(self.onnx_node.output[0])
@@ -59,18 +65,20 @@ class _HwOp(CustomOp):
         names = list(self.get_nodeattr("param_names"))
         n_data = len(node.input) - len(names)
         params = {k: np.asarray(context[i]).astype(np.int64) for k, i in zip(names, node.input[n_data:])}
-        stand_in = SimpleNamespace(op=self.op_type, name=node.name, attrs=self._attrs(), params=params)
+        stand_in = SimpleNamespace(op=self.op_type, name=node.name, attrs=self.node_attrs(), params=params,
+                                   inputs=list(node.input[:n_data]), outputs=list(node.output),
+                                   dtype=self.get_nodeattr("out_dtype"))
         outs = execute(stand_in, [context[i] for i in node.input[:n_data]])
         for name, y in zip(node.output, outs):
             # In a graph exported from PyTorch (hw.qonnx_export) the neighbours are standard
             # ONNX ops run by ONNX Runtime, which insists on the declared element type.
-            if _declared_type(graph, name) == TensorProto.DOUBLE:
+            if declared_type(graph, name) == TensorProto.DOUBLE:
                 y = np.asarray(y, dtype=np.float64)
             context[name] = y
 
     def verify_node(self):
         msgs = []
-        for k in ATTRS[self.op_type]:
+        for k in self.attr_types:
             try:
                 self.get_nodeattr(k)
             except Exception as exc:  # noqa: BLE001 - report, do not raise
@@ -78,6 +86,6 @@ class _HwOp(CustomOp):
         return msgs
 
 
-custom_op = {name: type(name, (_HwOp,), {"op_type": name, "__module__": __name__,
-                                         "__doc__": f"{name} kernel (see hw.ops)."})
-             for name in ATTRS}
+custom_op = {name: type(name, (HwCustomOp,), {"op_type": name, "__module__": __name__,
+                                              "__doc__": f"{name} kernel (see hw.ops)."})
+             for name, cls in REGISTRY.items() if cls.domain == DOMAIN}

