@@ -37,7 +37,7 @@ import torch.nn as nn
 
 from .ops import op_of
 from .qat import TorchIntNet
-from .torch_form import DT, binary_act, int_quant  # noqa: F401  (the quantizers of the QONNX form)
+from .torch_form import DT
 
 
 class QonnxIntNet(TorchIntNet):

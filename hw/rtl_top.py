@@ -20,7 +20,7 @@ from . import dataflow, rtl, templating
 from .dataflow import DEFAULT_DEPTH, Channel, Process
 from .ops import op_of
 from .resources import fifo_parts
-from .rtl import RtlKernel, fork_rtl, refold_rtl, word_bits  # noqa: F401  (fork_rtl, refold_rtl: the top's plumbing)
+from .rtl import RtlKernel, word_bits
 
 # The most kernels, forks and gearboxes one ready signal may pass through between two registers:
 # a two-word FIFO stays where a direct link would make the path longer (a level of logic and its

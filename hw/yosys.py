@@ -55,7 +55,7 @@ def yosys_cmd() -> list:
     return [found]
 
 
-def synthcounts(sv_source: str, top: str, family: str = "xc7") -> dict:
+def synth_counts(sv_source: str, top: str, family: str = "xc7") -> dict:
     """Yosys ``synth_xilinx -family xc7`` of one module: {LUT, FF, CARRY, BRAM (RAMB36
     equivalents), DSP, LUTRAM, MUXF, cells: {type: n}}, cached under build/yosys/ by the
     hash of the source and the command."""

@@ -116,6 +116,6 @@ class QDAttention(HwOp):
         src = rtl.render("qd_attention.sv.j2", node=self.name, module=module, n=tokens, c=channels, dv=d, heads=heads,
                          levels=levels, pe=self.pe, eb=eb, tb=tb, cb=tb + (2 * levels).bit_length() + 1, ob=out_bits,
                          pcb=d.bit_length(), rom=[(pc, int(table[2 * pc])) for pc in range(d + 1)], bits=counter_bits)
-        s_in = hls.stream(channels, channels, 1, bipolar=True)
+        s_in = hls.stream(channels, channels, 1)       # +-1 as bits (1 <-> +1), as every RTL kernel takes them
         return rtl.RtlKernel(self.name, module, src, [s_in, dict(s_in), dict(s_in)],
                              hls.stream(channels, d, out_bits, True), rows_out_per_in=(tokens, tokens))

@@ -102,6 +102,9 @@ class XnorConv2d(MapConv):
         table = hls.Table("w", hls.bit_word_type(cg), (o, k * k), cg, hls.rows_init(rows))
         ho = out_size(h, k, a["stride"], a["pad"], a["dilation"])
         wo = out_size(w_, k, a["stride"], a["pad"], a["dilation"])
+        if ho < 1 or wo < 1:
+            raise ValueError(f"{self.name}: a {k}x{k} kernel (dilation {a['dilation']}, padding {a['pad']}) on a "
+                             f"{h}x{w_} map")
         out_bits = io.out.bits
         return hls.kernel_node(self.name, "xnor_conv",
                                [h, w_, c, o, a["groups"], k, a["stride"], a["pad"], a["dilation"], pe, out_bits],
