@@ -142,6 +142,11 @@ class HwOp:
     def __repr__(self):
         return f"{type(self).__name__}({self.node.name})"
 
+    @classmethod
+    def source_file(cls) -> str:
+        """The op's module as a path (``hw/ops/<op>.py``), for the comments of generated sources."""
+        return cls.__module__.replace(".", "/") + ".py"
+
     @property
     def name(self) -> str:
         return self.node.name

@@ -60,7 +60,8 @@ class MapBuffer(HwOp):
         kw = dict(kind="", axis="", reach=0, qf=0, sh=0, sw=0, k=1, mode="") | kind
         n_in, n_out = band * w * cf, oh * ow * cf
         module = rtl.module_name("map", self.name)
-        src = rtl.render("map_tokens.sv.j2", node=self.name, module=module, title=title, golden=golden, h=band, w=w,
+        src = rtl.render("map_tokens.sv.j2", node=self.name, module=module, title=title, golden=golden,
+                         gen=self.source_file(), h=band, w=w,
                          c=c, pe=pe, cf=cf, cfw=counter_bits(cf), signed=in_signed, ib=in_bits, ob=out_bits,
                          xw=max(out_bits, in_bits + 1), n_in=n_in, n_out=n_out, aw=counter_bits(n_in),
                          bw=counter_bits(self.banks * n_in), banks=self.banks, ty=ty, tx=tx, tyw=counter_bits(ty),

@@ -41,7 +41,7 @@ class MapConv(HwOp):
         module = rtl.module_name("xconv" if kind == "xnor" else "iconv", self.name)
         src = rtl.render(
             "map_conv.sv.j2", node=self.name, module=module, kind=kind, title=title, golden=golden,
-            gen="xnor_conv_rtl" if kind == "xnor" else "int_conv_rtl", h=h, w=w_, k=k, s=stride, p=pad, d=dilation,
+            gen=self.source_file(), h=h, w=w_, k=k, s=stride, p=pad, d=dilation,
             ho=ho, wo=wo, kk=k * k, iwb=iwb, n_in=h * w_, aw=counter_bits(h * w_), bw=counter_bits(banks * h * w_),
             banks=banks, tw=counter_bits(k * k), kw_=counter_bits(k), ohw=counter_bits(ho), oww=counter_bits(wo), pe=pe,
             ob=ob, nf=nf, sf=sf, nfw=counter_bits(nf), sfw=counter_bits(sf),

@@ -46,7 +46,7 @@ void shift_box(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB> 
     }
 }
 
-// The fused shift unit (hw/passes.py fuse_shift_units): a circular depthwise convolution over
+// The fused shift unit (hw/ops/shift_conv.py, ShiftConv.lower): a circular depthwise convolution over
 // the 9-tap cross, out(h, w, c) = sum_t coef[c][t] * x(h + DH[t] mod H, w + DW[t] mod W, c)
 // (golden: hw/kernels/shift.py cross_conv, whose CROSS_TAPS order DH / DW follow).  One image
 // is buffered, then every output word gathers its 9 taps.

@@ -2,7 +2,7 @@
 // (any DEPTH >= 2), full throughput, registered flags; `count` is the occupancy, which the
 // RTL simulation records to size the FIFOs.  Memory without reset.
 //
-// Up to LUTRAM_DEPTH entries or LUTRAM_BITS bits (hw.cost.fifo_parts) the memory is read
+// Up to LUTRAM_DEPTH entries or LUTRAM_BITS bits (hw.resources.fifo_parts) the memory is read
 // asynchronously (distributed RAM: LUTs).
 // Deeper FIFOs (the image-sized ones that balance a join against a map-buffering branch) keep
 // their words in a RAM with a registered read, which synthesis maps to block RAM, and hand them
