@@ -114,7 +114,7 @@ def test_hls_backend_runs_vitis_then_vivado_and_bundles_the_overlay(capsys, tmp_
     assert params["classes"][9] == "Ankle boot"
     x, want = np.load(bundle / "sample_input.npy"), np.load(bundle / "sample_expected.npy")
     assert x.shape == (4, 28, 28, 1) and x.dtype == np.uint8 and want.shape == (4, 10)
-    from hw.graph import run
+    from hw.execute import run
     from hw.intnet import IntNet
     from hw.export import apply_folding_file
     from hw.passes import lower
@@ -209,5 +209,5 @@ endmodule
     src.write_text(core + render_axi_top("core_stub", d))
     import subprocess
     r = subprocess.run([rtlsim.verilator(), "--lint-only", "-Wall", "-Wno-DECLFILENAME", "--top-module", "bhvit_top", str(src)],
-                       capture_output=True, text=True, env=rtlsim._tool_env())
+                       capture_output=True, text=True, env=rtlsim.tool_env())
     assert r.returncode == 0, r.stderr

@@ -181,7 +181,7 @@ needs_verilator = pytest.mark.skipif(shutil.which("make") is None or shutil.whic
 @pytest.mark.golden
 @needs_verilator
 def test_driver_on_simulated_board_equals_golden_on_100_images(shipped, shipped_pynq_graph):
-    from hw.graph import run
+    from hw.execute import run
     g = shipped_pynq_graph
     board = SimBoard.from_graph(g, (32, 32, 1), "bhvit_pynq_fmnist")     # the cached build of test_rtl_whole
     test = shipped[2]

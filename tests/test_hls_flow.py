@@ -42,10 +42,11 @@ def test_folding_that_does_not_divide_names_node_and_legal_values(capsys, tmp_pa
 def test_design_over_the_device_is_reported_before_any_code(capsys, tmp_path, shipped_intnet_file,
                                                             shipped_pynq_graph):
     # every matrix unit fully parallel: far beyond the xc7z020's LUTs
-    from hw.cost import fold_dims
-    from hw.onnx_graph import stream_shapes
-    shapes = stream_shapes(shipped_pynq_graph, 1, (32, 32, 1))
-    fold = {n.name: fold_dims(n, shapes) for n in shipped_pynq_graph.nodes if n.op in ("MVAU", "XnorConv2d")}
+    from hw.execute import stream_shapes
+    from hw.ops import io_of, op_of
+    g = shipped_pynq_graph
+    shapes = stream_shapes(g, 1, (32, 32, 1))
+    fold = {n.name: op_of(n).fold_dims(io_of(g, n, shapes)) for n in g.nodes if op_of(n).binary_weights}
     path = tmp_path / "folding.json"
     path.write_text(json.dumps(fold))
     out = tmp_path / "proj"
@@ -57,7 +58,7 @@ def test_design_over_the_device_is_reported_before_any_code(capsys, tmp_path, sh
 
 def test_make_hls_pynq_z2_csim_equals_golden_on_200_images(capsys, tmp_path, shipped_intnet_file, shipped,
                                                            shipped_pynq_graph):
-    from hw.graph import run
+    from hw.execute import run
     out = tmp_path / "proj"
     rc, stdout, _ = _run(capsys, "--ckpt", CKPT, "--intnet", shipped_intnet_file, "--csim-images", 200, "--out", out)
     assert rc == 0, stdout
@@ -116,9 +117,11 @@ def test_fold_for_board_trades_map_banks_for_block_ram(shipped_net):
 
     from flows.boards import get_board
     from flows.common import DEFAULT_MAX_UTIL, estimate, fits, fold_for_board, tables_back_to_bram
-    from hw.cost import BANKED_OPS, TABLE_BRAM, fold_for_target, node_cost
+    from hw.cost import fold_for_target, node_cost
+    from hw.execute import stream_shapes
     from hw.hls_top import design
-    from hw.onnx_graph import stream_shapes
+    from hw.ops import op_of
+    from hw.ops.fixed_point import TABLE_BRAM
     from hw.passes import lower
     shape = (32, 32, 1)
     pynq = get_board("pynq-z2")
@@ -128,10 +131,10 @@ def test_fold_for_board_trades_map_banks_for_block_ram(shipped_net):
     big = lower(shipped_net.graph)
     fb = fold_for_board(big, shape, pynq, 10_000, DEFAULT_MAX_UTIL)
     assert fb["one_bank"] == [] and not fb["relaxed"]
-    assert all(n.attrs["BANKS"] == 2 for n in big.nodes if n.op in BANKED_OPS)
+    assert all(n.attrs["BANKS"] == 2 for n in big.nodes if op_of(n).banked)
     in_luts = {n.name for n in big.nodes if n.attrs.get(TABLE_BRAM) == 0}
-    in_bram = [n for n in big.nodes if n.op in ("Affine", "RPReLU") and n.name not in in_luts
-               and node_cost(n, stream_shapes(big, 1, shape))["bram36"] > 0]
+    in_bram = [n for n in big.nodes if op_of(n).table_placement and n.name not in in_luts
+               and node_cost(big, n, stream_shapes(big, 1, shape))["bram36"] > 0]
     assert in_luts == set(fb["tables_in_luts"]) and in_luts and in_bram
     # each table kept in LUTs was needed: with the last one back in block RAM the estimate is over
     last = big.nodes[[n.name for n in big.nodes].index(fb["tables_in_luts"][-1])]
@@ -149,7 +152,7 @@ def test_fold_for_board_trades_map_banks_for_block_ram(shipped_net):
     fold_for_target(g, shape, 10_000)
     assert not fits(estimate(g, shape, small, design(g, shape)), DEFAULT_MAX_UTIL)
     fb = fold_for_board(g, shape, small, 10_000, DEFAULT_MAX_UTIL)
-    one = {n.name for n in g.nodes if n.op in BANKED_OPS and n.attrs["BANKS"] == 1}
+    one = {n.name for n in g.nodes if op_of(n).banked and n.attrs["BANKS"] == 1}
     assert one and one == set(fb["one_bank"]) and not fb["relaxed"]
     est = estimate(g, shape, small, design(g, shape))
     assert fits(est, DEFAULT_MAX_UTIL) and est["used"] == fb["estimate"]["used"]

@@ -8,8 +8,10 @@ is compiled with its testbench and must give the golden model's outputs.
 import numpy as np
 import pytest
 
-from hw import csim, hls_top
-from hw.graph import Graph, Node, run
+from hw import csim, dataflow, hls_top
+from hw.execute import run
+from hw.graph import Graph, Node
+from hw.ops import FoldingError
 
 
 def _affine(name, inputs, c, bits, rng, pc_k=None, pe=1):
@@ -46,8 +48,12 @@ def small_graph(seed=0, pe=(2, 4, 2, 2, 1, 4, 2, 8, 8, 2)):
 
 def test_top_plumbing(tmp_path):
     d = hls_top.design(small_graph(), (16, 4), "small")
-    kinds = " ".join(p.call for p in d.processes)
-    assert "fan_s_a(" in kinds and "refold<" in kinds and "axis_to_stream" in kinds and "stream_to_axis" in kinds
+    assert {p.kind for p in d.processes} == {"axis_in", "node", "fanout", "refold", "axis_out"}
+    top = (hls_top.write_sources(d, tmp_path)["include"] / f"{hls_top.TOP}.cpp").read_text()
+    # a's first reader (the affine, PE 2) takes two pixels per word; a is read by t and rep
+    assert "bhvit::axis_to_stream<64, 8, 2, 64>(in_stream, s_image, images);" in top
+    assert "static void fan_s_a(" in top and "fan_s_a(s_a, s_a_0, s_a_1, images * 32);" in top
+    assert "bhvit::stream_to_axis<32, 15, true, 8, 8>(s_ts, out_stream, images);" in top
     by_label = {c.label: c for c in d.channels}
     assert {"a.0", "a.1"} <= set(by_label)                 # a is read by t and rep
     # o joins u (delay 0) with the box sum and the channel mix (delay 1: they buffer the map):
@@ -59,8 +65,9 @@ def test_top_plumbing(tmp_path):
     assert by_label["sb.to.o"].depth == per_row("sb.to.o") + 2
     assert by_label["rep.to.u"].depth == 2 * per_row("rep.to.u") + 2
     assert by_label["m.to.u"].depth == per_row("m.to.u") + 2
-    assert by_label["t"].depth == by_label["a.0"].depth == hls_top.DEFAULT_DEPTH
-    assert any("refold<8, 10, 11, true, 2, 8>" in p.call for p in d.processes)   # mx: 10-bit words widened
+    assert by_label["t"].depth == by_label["a.0"].depth == dataflow.DEFAULT_DEPTH
+    assert "bhvit::refold<8, 10, 11, true, 2, 8>(s_mx, " in top                 # mx: 10-bit words widened
+    assert top.count("bhvit::refold<") == sum(p.kind == "refold" for p in d.processes)
 
 
 @pytest.mark.parametrize("pe", [(1,) * 10, (2, 4, 2, 2, 1, 4, 2, 8, 8, 2), (4, 4, 4, 8, 4, 8, 8, 8, 8, 2)])
@@ -72,17 +79,17 @@ def test_top_csim_equals_golden(tmp_path, pe):
     want = run(g, images)
     d = hls_top.design(g, (16, 4), "small")
     files = hls_top.write_sources(d, tmp_path)
-    exe = hls_top.build(files, progress=False)
-    res = hls_top.run_testbench(exe, images, want, tmp_path / "run")
+    exe = csim.build_project(files, progress=False)
+    res = csim.run_testbench(exe, images, want, tmp_path / "run")
     assert res["mismatched_images"] == 0 and res["returncode"] == 0
     assert np.array_equal(res["logits"], want)
     # the testbench itself reports a wrong expectation (so Vitis csim / cosim fail on a mismatch)
     wrong = want.copy()
     wrong[3, 1] += 1
-    res = hls_top.run_testbench(exe, images, wrong, tmp_path / "run2")
+    res = csim.run_testbench(exe, images, wrong, tmp_path / "run2")
     assert res["returncode"] == 1 and res["mismatched_images"] == 1
 
 
 def test_folding_that_does_not_divide_names_the_node():
-    with pytest.raises(csim.FoldingError, match=r"u: PE=3 does not divide 8; legal values: \[1, 2, 4, 8\]"):
+    with pytest.raises(FoldingError, match=r"u: PE=3 does not divide 8; legal values: \[1, 2, 4, 8\]"):
         hls_top.design(small_graph(pe=(2, 4, 2, 2, 1, 3, 2, 8, 8, 2)), (16, 4), "small")

@@ -77,7 +77,8 @@ def test_brevitas_floor_quantizer_is_round_half_up_with_saturation(bits, shift, 
     acc = np.array(data.draw(st.lists(st.integers(-span, span), min_size=1, max_size=50)), dtype=np.int64)
     if shift:
         acc = np.concatenate([acc, (2 * acc + 1) << (shift - 1)])          # exact ties
-    q = Q.int_quant(bits).to(torch.float64).eval()
+    from hw.torch_form import int_quant
+    q = int_quant(bits).to(torch.float64).eval()
     with torch.no_grad():
         got = q(torch.as_tensor(acc, dtype=torch.float64) * 2.0 ** -shift + (0.5 if shift else 0.0)).numpy()
     want = saturate(np.floor(acc / 2.0 ** shift + 0.5).astype(np.int64), bits)

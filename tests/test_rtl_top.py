@@ -4,8 +4,10 @@ the golden model."""
 import numpy as np
 import pytest
 
-from hw import rtl_top, rtlsim
-from hw.graph import Graph, Node, run
+from hw import rtl, rtl_top, rtlsim
+from hw.execute import run
+from hw.graph import Graph, Node
+from hw.ops import op_of
 from tests.test_hls_top import _affine
 
 
@@ -17,7 +19,7 @@ def test_refold_keeps_every_value(in_pe, out_pe, ib, ob, signed):
     lo, hi = (-(1 << (ib - 1)), (1 << (ib - 1)) - 1) if signed else (0, (1 << ib) - 1)
     x = np.random.default_rng(in_pe * 10 + out_pe).integers(lo, hi + 1, (13, c))
     x[0], x[1] = lo, hi
-    k = rtl_top.refold_rtl(f"rf_{in_pe}_{out_pe}_{ib}_{ob}_{int(signed)}", c, ib, ob, signed, in_pe, out_pe)
+    k = rtl.refold_rtl(f"rf_{in_pe}_{out_pe}_{ib}_{ob}_{int(signed)}", c, ib, ob, signed, in_pe, out_pe)
     for seed, gap, stall in ((0, 0.0, 0.0), (1, 0.3, 0.4)):
         res = rtlsim.simulate(k, x, seed=seed, p_gap=gap, p_stall=stall)
         assert np.array_equal(res.out, x)
@@ -82,24 +84,25 @@ def _ready_rhs(source: str) -> list:
 
 
 def test_ready_registered_kernels_take_no_ready_from_their_output(shipped_pynq_graph):
-    """direct_links lets a ready path stop at the kernels of READY_REGISTERED_OPS: their input
-    ready must come from registers, never from out_tready (directly or through en / fire)."""
+    """direct_links lets a ready path stop at the kernels whose op is ready_registered: their
+    input ready must come from registers, never from out_tready (directly or through en / fire)."""
     import re
     g = shipped_pynq_graph
     d = rtl_top.rtl_design(g, (32, 32, 1), "ready", max_chain=0)
     ops = {n.name: n.op for n in g.nodes}
+    registered = {n.name for n in g.nodes if op_of(n).ready_registered}
     seen = set()
     for k in d.nodes:
         rhs = _ready_rhs(k.source)
         assert rhs, k.name
         combinational = any(re.search(r"\b(en|fire|out_tready|out_tvalid)\b", r) for r in rhs)
-        if ops[k.name] in rtl_top.READY_REGISTERED_OPS:
+        if k.name in registered:
             assert not combinational, (k.name, rhs)
             seen.add(ops[k.name])
         elif ops[k.name] in ("Affine", "Thresholding", "MVAU"):
             assert combinational, (k.name, rhs)       # the check can tell the two kinds apart
-    # every op of READY_REGISTERED_OPS the shipped model has (all but ShiftBranch, which the
-    # fused shift unit replaces) was looked at
+    # every ready_registered op the shipped model has (all but ShiftBranch, which the fused
+    # shift unit replaces) was looked at
     assert {"XnorConv2d", "IntConv2d", "ShiftConv", "TokenPool", "AttentionTokens", "WindowReverse",
             "PooledUpsample", "RepeatChannels", "IntLayerNorm"} <= seen
 
@@ -134,10 +137,9 @@ def test_direct_links_keep_ready_paths_short_and_the_fifos_that_matter(max_chain
     assert all(before[lb] == 2 for lb in linked)
     assert all(c.depth == before[c.label] for c in d.channels if c.label not in linked)
     # the top's ports keep their FIFOs, and so do the inputs of matrix units reading in bursts
-    bursty = {n.name for n in g.nodes if rtl_top.reads_in_bursts(n)}
+    bursty = {n.name for n in g.nodes if op_of(n).reads_in_bursts()}
     assert bursty
-    ops = {n.name: n.op for n in g.nodes}
-    registered = {n for n, op in ops.items() if op in rtl_top.READY_REGISTERED_OPS}
+    registered = {n.name for n in g.nodes if op_of(n).ready_registered}
     lengths, reader, chan = _chain_lengths(d, registered)
     for p in d.processes:
         for v in p.ins:

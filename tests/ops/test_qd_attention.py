@@ -1,0 +1,132 @@
+"""QDAttention (hw/ops/qd_attention.py) at every level: per window and head, scores q . k of
++-1 vectors (-d..d), numerators E = table[score + d], levels
+#{sigma in 1..L : 2 L E_j >= (2 sigma - 1) sum_k E_k}, context = levels @ v.
+
+Reference: that definition in int64 numpy (einsum, no float), written here.  Each window is one
+image of the harness (images = windows).  Edge cases: equal scores (all keys of a window equal),
+the lowest and the highest score (q = -k, q = k), small tables with zero entries (ties, all-zero
+totals: every level counts), two keys, one level, PE = 1 to all keys in parallel.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.ops.harness import (case, check_csim, check_golden, check_onnx, check_rtl, check_torch, divisors, drawn,
+                                needs_gxx, needs_verilator)
+
+
+def ref_qd_attention(q, k, v, table, heads, levels):
+    """(windows, n, C) q and (windows, m, C) k, v of +-1 -> (windows, n, C) integer contexts."""
+    wins, n, c = q.shape
+    d = c // heads
+    qh, kh, vh = (t.reshape(wins, -1, heads, d).astype(np.int64) for t in (q, k, v))
+    scores = np.einsum("wihx,wjhx->whij", qh, kh)                      # -d..d
+    e = np.asarray(table, dtype=np.int64)[scores + d]
+    total = e.sum(-1, keepdims=True)
+    lev = sum((2 * levels * e >= (2 * sigma - 1) * total).astype(np.int64) for sigma in range(1, levels + 1))
+    return np.einsum("whij,wjhx->wihx", lev, vh).reshape(wins, n, c)
+
+
+def qd_case(name, q, k, v, table, heads, levels, pe=1, out_bits=None):
+    n = k.shape[1]
+    ob = out_bits or (levels * n).bit_length() + 1
+    return case("QDAttention", name, [q, k, v], ["BIPOLAR"] * 3, f"INT{ob}", dict(heads=heads, levels=levels, PE=pe),
+                dict(table=table), images=q.shape[0], want=ref_qd_attention(q, k, v, table, heads, levels))
+
+
+def qd(heads, c, n, pe, levels, table_kind, wins=4):
+    from hw.kernels.attention import exp_table
+    rng = np.random.default_rng(heads * 100 + n * 10 + pe)
+    d = c // heads
+    table = exp_table(d) if table_kind == "exp" else rng.integers(0, 4, 2 * d + 1)
+    if table_kind == "small":
+        table[0] = 0                                  # q = -k everywhere: total 0, every level counts
+    q, k, v = (rng.choice([-1, 1], (wins, n, c)) for _ in range(3))
+    k[0] = k[0, 0]                                    # window 0: all keys equal -> all scores of a query equal
+    q[0, 0] = -k[0, 0]                                # (score -d: E = table[0])
+    q[0, 1] = k[0, 0]                                 # (score d: E = table[2d])
+    return qd_case(f"qd_{heads}_{c}_{n}_{pe}_{levels}_{table_kind}", q, k, v, table, heads, levels, pe)
+
+
+CASES = {
+    # PE = 1; entries 0..3: many ties, some all-zero totals
+    "pe1_small_table": lambda: qd(2, 8, 5, 1, 3, "small"),
+    # an exp table, all keys in parallel; equal scores tie at sigma = 1
+    "exp_all_keys": lambda: qd(4, 16, 6, 6, 3, "exp"),
+    # two keys: equal scores tie at sigma = 2 (2 L E = 3 total)
+    "two_keys": lambda: qd(1, 4, 2, 2, 3, "small"),
+    # one level
+    "one_level": lambda: qd(2, 8, 4, 2, 1, "exp"),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_golden_torch_onnx(name):
+    c = CASES[name]()
+    check_golden(c)
+    check_torch(c)
+    check_onnx(c)
+
+
+def drawn_case(name, seed, wins, n, m, heads, dh, levels, small_table, pe=1):
+    from hw.kernels.attention import exp_table
+    r = np.random.default_rng(seed)
+    c = heads * dh
+    q, k, v = (r.choice([-1, 1], size=(wins, s, c)) for s in (n, m, m))
+    table = r.integers(0, 4, 2 * dh + 1) if small_table else exp_table(dh, 16)
+    return qd_case(name, q, k, v, table, heads, levels, pe, out_bits=max(8, (levels * m).bit_length() + 1))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2 ** 32 - 1), st.integers(1, 3), st.integers(1, 6), st.integers(1, 6),
+       st.sampled_from([1, 2, 4]), st.integers(1, 9), st.integers(1, 4), st.booleans())
+def test_drawn_sizes_golden_torch_onnx(seed, wins, n, m, heads, dh, levels, small_table):
+    """n queries and m keys per window (n != m included)."""
+    c = drawn_case("qd", seed, wins, n, m, heads, dh, levels, small_table)
+    check_golden(c)
+    check_torch(c)
+    check_onnx(c)
+
+
+@pytest.mark.golden
+@needs_gxx
+@pytest.mark.parametrize("name", CASES)
+def test_csim(name):
+    check_csim(CASES[name]())
+
+
+@pytest.mark.golden
+@needs_verilator()
+@pytest.mark.parametrize("name", CASES)
+def test_rtl(name):
+    check_rtl(CASES[name]())
+
+
+@pytest.mark.golden
+@needs_gxx
+@needs_verilator()
+@drawn(2)
+@given(st.data())
+def test_drawn_sizes_and_foldings_csim_rtl(data):
+    heads = data.draw(st.sampled_from([1, 2, 4]), "heads")
+    dh = data.draw(st.integers(1, 6), "head dim")
+    n = data.draw(st.integers(1, 6), "tokens")
+    pe = data.draw(st.sampled_from(divisors(n)), "PE")
+    levels = data.draw(st.integers(1, 3), "levels")
+    small = data.draw(st.booleans(), "small table")
+    c = drawn_case(f"qd_drawn_{heads}_{dh}_{n}_{pe}_{levels}_{int(small)}",
+                   heads * 1000 + dh * 100 + n * 10 + levels, 2, n, n, heads, dh, levels, small, pe)
+    check_csim(c)
+    check_rtl(c, seeds=(1,))
+
+
+def test_folding_that_does_not_divide_is_rejected_with_legal_values():
+    from hw.ops import FoldingError
+    q = np.ones((1, 17, 128), dtype=np.int64)
+    c = case("QDAttention", "qd", [q, q, q], ["BIPOLAR"] * 3, "INT7", dict(heads=4, levels=3, PE=4),
+             dict(table=np.ones(65)))
+    with pytest.raises(FoldingError, match=r"qd: PE=4 does not divide 17; legal values: \[1, 17\]"):
+        c.op.hls(c.io())
+    with pytest.raises(FoldingError, match=r"qd: PE=4 does not divide 17"):
+        c.op.rtl(c.io())
