@@ -86,7 +86,7 @@ sim: setup
 	$(PY) -m flows.sim --board $(BOARD) --ckpt $(HLS_CKPT) --act-bits $(ACT_BITS) $(SIM_ARGS)
 
 test: setup
-	$(PY) -m pytest tests/ --golden -q
+	$(PY) -m pytest tests/ --golden -q --durations=10
 
 demo: setup
 	$(MAKE) train EPOCHS=1 TEACHER_EPOCHS=1 OUT=runs/demo TEACHER=runs/demo_teacher/last.pt COMPILE=0 \

@@ -135,7 +135,7 @@ def write_sim_report(folder: Path, res: dict) -> None:
            f"{res['images']} images back to back, every input word valid as soon as it may be, the output always "
            f"ready ({res['simulate_s']:.0f} s). Cycles per image = mean interval between the cycles in which "
            "consecutive images' last logit words leave the top; latency = first pixel word taken -> last logit "
-           "word of image 0 out; FIFO occupancies are the largest each FIFO held. Golden: `hw.graph.run` on the "
+           "word of image 0 out; FIFO occupancies are the largest each FIFO held. Golden: `hw.execute.run` on the "
            "same images.",
            "* Cost model: `hw.cost.graph_cost` (cycles per node from its folding; the slowest node is the predicted "
            "period); deviation = (measured - predicted) / predicted.",
