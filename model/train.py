@@ -161,110 +161,121 @@ def build(cfg_name, stage_binary_downsample, args):
     return create_model(cfg)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rank, world = dist_setup()
-    is_main = rank == 0
-    out = Path(args.out or f"runs/{args.model}")
-    log_lines = []
+class Trainer:
+    """One training run: the student (and its optimiser), the teacher, the loaders, the run
+    folder; ``run()`` trains from the first epoch not done yet to ``args.epochs``."""
 
-    def log(msg):
-        if is_main:
+    def __init__(self, args):
+        self.args = args
+        self.rank, self.world = dist_setup()
+        self.is_main = self.rank == 0
+        self.out = Path(args.out or f"runs/{args.model}")
+        self.log_lines: list = []
+        cfg = get_config(args.model)  # raises UnknownModelError with the list of models
+        torch.manual_seed(args.seed)
+        self.train_loader = make_loader(args.data, "train", args.batch_size, cfg.img_size, args.data_dir, args.seed,
+                                        self.rank, self.world)
+        self.test_loader = make_loader(args.data, "test", 500, cfg.img_size, args.data_dir, args.seed, self.rank,
+                                       self.world)
+        self.teacher = self.load_teacher()
+        # Compiled wrappers share their parameters with the modules; checkpoints, evaluation and
+        # the regularisation loss use the modules themselves, so nothing downstream sees a wrapper.
+        self.wrap = torch.compile if args.compile else (lambda m: m)
+        self.teacher_fwd = self.wrap(self.teacher) if self.teacher is not None else None
+        n = len(self.train_loader)
+        self.steps_per_epoch = min(n, args.limit_steps) if args.limit_steps else n
+        self.total_steps = self.steps_per_epoch * args.epochs
+        self.start_epoch, self.rows, self.best = 0, [], -1.0
+        self.binary_stage = not args.two_stage
+        self.model, self.opt = self.fresh(self.binary_stage)
+        self.resume()
+        if self.world > 1:
+            broadcast_model(self.model)
+        self.model_fwd = self.wrap(self.model)
+
+    def log(self, msg):
+        if self.is_main:
             print(msg, flush=True)
-            log_lines.append(msg)
+            self.log_lines.append(msg)
 
-    cfg = get_config(args.model)  # raises UnknownModelError with the list of models
-    torch.manual_seed(args.seed)
-    train_loader = make_loader(args.data, "train", args.batch_size, cfg.img_size, args.data_dir, args.seed,
-                               rank, world)
-    test_loader = make_loader(args.data, "test", 500, cfg.img_size, args.data_dir, args.seed, rank, world)
-
-    teacher = None
-    if args.teacher:
-        teacher, _ = model_from_checkpoint(args.teacher)
+    def load_teacher(self):
+        if not self.args.teacher:
+            return None
+        teacher, _ = model_from_checkpoint(self.args.teacher)
         teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-    # Compiled wrappers share their parameters with the modules; checkpoints, evaluation and
-    # the regularisation loss use the modules themselves, so nothing downstream sees a wrapper.
-    wrap = torch.compile if args.compile else (lambda m: m)
-    teacher_fwd = wrap(teacher) if teacher is not None else None
+        return teacher
 
-    steps_per_epoch = min(len(train_loader), args.limit_steps) if args.limit_steps else len(train_loader)
-    total_steps = steps_per_epoch * args.epochs
-
-    def fresh(stage_binary: bool):
-        torch.manual_seed(args.seed)
-        m = build(args.model, stage_binary, args)
+    def fresh(self, stage_binary: bool):
+        """A new student (the same initial weights for a seed) and its optimiser."""
+        torch.manual_seed(self.args.seed)
+        m = build(self.args.model, stage_binary, self.args)
         for mod in m.modules():
             if isinstance(mod, TokenBatchNorm):
-                mod.sync = world > 1
-        o = torch.optim.AdamW(m.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-        return m, o
+                mod.sync = self.world > 1
+        return m, torch.optim.AdamW(m.parameters(), lr=self.args.lr, weight_decay=self.args.weight_decay)
 
-    start_epoch, rows, best = 0, [], -1.0
-    last = out / "last.pt"
-    two_stage_switched = not args.two_stage
-    model, opt = fresh(two_stage_switched)
-    if last.exists():
-        ck = load_checkpoint(last)  # CheckpointError on corruption: the file is never overwritten
-        if ck.get("model_name") != args.model:
-            raise CheckpointError(f"{last} belongs to model '{ck.get('model_name')}', not '{args.model}'. "
+    def resume(self):
+        """Continue from the run folder's last.pt, if there is one (a corrupted one raises
+        CheckpointError and is never overwritten)."""
+        last = self.out / "last.pt"
+        if not last.exists():
+            return
+        ck = load_checkpoint(last)
+        if ck.get("model_name") != self.args.model:
+            raise CheckpointError(f"{last} belongs to model '{ck.get('model_name')}', not '{self.args.model}'. "
                                   "Use another OUT= or remove the old run.")
-        two_stage_switched = ck.get("binary_stage", True)
-        model, opt = fresh(two_stage_switched)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        start_epoch, rows, best = ck["epoch"] + 1, ck["history"], ck.get("best", -1.0)
-        log(f"[train] resuming {args.model} from {last} at epoch {start_epoch + 1}/{args.epochs}")
-    if world > 1:
-        broadcast_model(model)
+        self.binary_stage = ck.get("binary_stage", True)
+        self.model, self.opt = self.fresh(self.binary_stage)
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.start_epoch, self.rows, self.best = ck["epoch"] + 1, ck["history"], ck.get("best", -1.0)
+        self.log(f"[train] resuming {self.args.model} from {last} at epoch {self.start_epoch + 1}/{self.args.epochs}")
 
-    def lr_at(step):
-        return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * step / max(total_steps, 1)))
+    def switch_to_binary_downsampling(self, epoch):
+        """Stage 2 of the two-stage schedule: carry over every tensor whose name and shape match."""
+        old = self.model.state_dict()
+        self.model, self.opt = self.fresh(True)
+        own = self.model.state_dict()
+        own.update({k: v for k, v in old.items() if k in own and own[k].shape == v.shape})
+        self.model.load_state_dict(own)
+        self.binary_stage = True
+        self.log(f"[train] epoch {epoch + 1}: switching to binary downsampling (two-stage schedule)")
+        self.model_fwd = self.wrap(self.model)
 
-    log(f"[train] {args.model}: {sum(p.numel() for p in model.parameters()):,} parameters, "
-        f"{args.epochs} epochs x {steps_per_epoch} steps, batch {args.batch_size} x {world} rank(s), "
-        f"loss={args.loss}, teacher={'yes' if teacher else 'no'}")
-    t_run = time.time()
-    model_fwd = wrap(model)
-    for epoch in range(start_epoch, args.epochs):
-        if args.two_stage and not two_stage_switched and epoch >= args.two_stage:
-            # Stage 2: binary downsampling; carry over every tensor whose name and shape match.
-            old = model.state_dict()
-            model, opt = fresh(True)
-            own = model.state_dict()
-            own.update({k: v for k, v in old.items() if k in own and own[k].shape == v.shape})
-            model.load_state_dict(own)
-            two_stage_switched = True
-            log(f"[train] epoch {epoch + 1}: switching to binary downsampling (two-stage schedule)")
-            model_fwd = wrap(model)
-        train_loader.set_epoch(epoch)
-        weights = loss_weights(args.loss, epoch, args.epochs, teacher is not None)
+    def lr_at(self, step):
+        a = self.args
+        return a.min_lr + 0.5 * (a.lr - a.min_lr) * (1 + math.cos(math.pi * step / max(self.total_steps, 1)))
+
+    def train_epoch(self, epoch) -> dict:
+        """One epoch of steps: {seen, correct, loss_sum, seconds, weights}."""
+        args, model, opt = self.args, self.model, self.opt
+        self.train_loader.set_epoch(epoch)
+        weights = loss_weights(args.loss, epoch, args.epochs, self.teacher is not None)
         model.train()
         t0 = time.time()
         seen = correct = 0
         loss_sum = 0.0
-        it = iter(train_loader)
+        it = iter(self.train_loader)
         bar = None
-        if is_main and not args.no_progress:
+        if self.is_main and not args.no_progress:
             from tqdm import tqdm
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False,
+            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False,
                        dynamic_ncols=True, file=sys.stderr)
-        for step in range(steps_per_epoch):
+        for step in range(self.steps_per_epoch):
+            global_step = epoch * self.steps_per_epoch + step
             x, y = next(it)
             for g in opt.param_groups:
-                g["lr"] = lr_at(epoch * steps_per_epoch + step)
+                g["lr"] = self.lr_at(global_step)
             with torch.no_grad():
-                t_logits = teacher_fwd(x) if teacher_fwd is not None else None
-            logits = model_fwd(x)
-            loss, terms = compute_loss(model, logits, y, t_logits, weights)
+                t_logits = self.teacher_fwd(x) if self.teacher_fwd is not None else None
+            logits = self.model_fwd(x)
+            loss, _ = compute_loss(model, logits, y, t_logits, weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if world > 1:
-                all_reduce_grads(model, world)
+            if self.world > 1:
+                all_reduce_grads(model, self.world)
             opt.step()
             seen += len(y)
             correct += (logits.argmax(1) == y).sum().item()
@@ -272,44 +283,74 @@ def main(argv=None) -> int:
             if args.print_digest:
                 # One write() per line: both ranks share the pipe, and print() may split a
                 # line into several writes that interleave with the other rank's output.
-                os.write(1, f"DIGEST rank={rank} step={epoch * steps_per_epoch + step} "
-                            f"{weight_digest(model)}\n".encode())
+                os.write(1, f"DIGEST rank={self.rank} step={global_step} {weight_digest(model)}\n".encode())
             crash = int(os.environ.get("BHVIT_CRASH_AFTER_STEPS", "0"))
-            if crash and epoch * steps_per_epoch + step + 1 >= crash:
+            if crash and global_step + 1 >= crash:
                 os._exit(75)  # test hook: die like a killed process, no clean-up
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{100 * correct / seen:.1f}")
         if bar is not None:
             bar.close()
-        train_time = time.time() - t0
-        test_acc, test_loss, n_test = gather_eval(model, test_loader, args.eval_limit, world)
-        row = dict(epoch=epoch + 1, lr=round(lr_at((epoch + 1) * steps_per_epoch), 8),
-                   train_loss=round(loss_sum / max(seen, 1), 5), train_acc=round(100 * correct / max(seen, 1), 3),
+        return dict(seen=seen, correct=correct, loss_sum=loss_sum, seconds=time.time() - t0, weights=weights)
+
+    def end_epoch(self, epoch, st: dict, t0: float):
+        """Evaluate, log, and (rank 0) write last.pt, best.pt, the metrics and the log; the epoch's
+        time (``t0``: its start) includes the evaluation."""
+        test_acc, test_loss, n_test = gather_eval(self.model, self.test_loader, self.args.eval_limit, self.world)
+        epoch_seconds = time.time() - t0
+        seen, w = st["seen"], st["weights"]
+        row = dict(epoch=epoch + 1, lr=round(self.lr_at((epoch + 1) * self.steps_per_epoch), 8),
+                   train_loss=round(st["loss_sum"] / max(seen, 1), 5),
+                   train_acc=round(100 * st["correct"] / max(seen, 1), 3),
                    test_loss=round(test_loss, 5), test_acc=round(test_acc, 3), test_images=n_test,
-                   w_ce=weights[0], w_kd=weights[1], w_re=weights[2],
-                   epoch_seconds=round(time.time() - t0, 1), images_per_s=round(seen * world / train_time, 1))
-        rows.append(row)
-        log(f"[train] epoch {epoch + 1}/{args.epochs}: train loss {row['train_loss']:.4f} "
-            f"acc {row['train_acc']:.2f}% | test top-1 {test_acc:.2f}% ({n_test} images) | "
-            f"{row['epoch_seconds']:.0f} s, {row['images_per_s']:.0f} img/s")
-        if is_main:
-            ck = dict(model=model.state_dict(), optimizer=opt.state_dict(), epoch=epoch, history=rows,
-                      best=max(best, test_acc), config=model.cfg.to_dict(), model_name=args.model,
-                      binary_stage=two_stage_switched, args=vars(args), data=args.data)
-            if test_acc > best and two_stage_switched:
-                best = test_acc
-                save_checkpoint({k: ck[k] for k in ("model", "config", "model_name", "epoch", "history", "data")},
-                                out / "best.pt")
-            save_checkpoint(ck, last)
-            summary = dict(model=args.model, data=args.data, epochs_done=epoch + 1, epochs=args.epochs,
-                           final_test_acc=test_acc, best_test_acc=best, world_size=world,
-                           train_seconds_total=round(sum(r["epoch_seconds"] for r in rows), 1))
-            write_metrics(rows, out, summary)
-            with open(out / "train.log", "a") as fh:
-                fh.write("\n".join(log_lines) + "\n")
-            log_lines.clear()
-    log(f"[train] done in {time.time() - t_run:.0f} s this session; run folder {out}")
+                   w_ce=w[0], w_kd=w[1], w_re=w[2],
+                   epoch_seconds=round(epoch_seconds, 1), images_per_s=round(seen * self.world / st["seconds"], 1))
+        self.rows.append(row)
+        self.log(f"[train] epoch {epoch + 1}/{self.args.epochs}: train loss {row['train_loss']:.4f} "
+                 f"acc {row['train_acc']:.2f}% | test top-1 {test_acc:.2f}% ({n_test} images) | "
+                 f"{row['epoch_seconds']:.0f} s, {row['images_per_s']:.0f} img/s")
+        if self.is_main:
+            self.save(epoch, test_acc)
+
+    def save(self, epoch, test_acc):
+        args = self.args
+        ck = dict(model=self.model.state_dict(), optimizer=self.opt.state_dict(), epoch=epoch, history=self.rows,
+                  best=max(self.best, test_acc), config=self.model.cfg.to_dict(), model_name=args.model,
+                  binary_stage=self.binary_stage, args=vars(args), data=args.data)
+        if test_acc > self.best and self.binary_stage:
+            self.best = test_acc
+            save_checkpoint({k: ck[k] for k in ("model", "config", "model_name", "epoch", "history", "data")},
+                            self.out / "best.pt")
+        save_checkpoint(ck, self.out / "last.pt")
+        summary = dict(model=args.model, data=args.data, epochs_done=epoch + 1, epochs=args.epochs,
+                       final_test_acc=test_acc, best_test_acc=self.best, world_size=self.world,
+                       train_seconds_total=round(sum(r["epoch_seconds"] for r in self.rows), 1))
+        write_metrics(self.rows, self.out, summary)
+        with open(self.out / "train.log", "a") as fh:
+            fh.write("\n".join(self.log_lines) + "\n")
+        self.log_lines.clear()
+
+    def run(self):
+        args = self.args
+        self.log(f"[train] {args.model}: {sum(p.numel() for p in self.model.parameters()):,} parameters, "
+                 f"{args.epochs} epochs x {self.steps_per_epoch} steps, batch {args.batch_size} x {self.world} "
+                 f"rank(s), loss={args.loss}, teacher={'yes' if self.teacher else 'no'}")
+        t_run = time.time()
+        for epoch in range(self.start_epoch, args.epochs):
+            if args.two_stage and not self.binary_stage and epoch >= args.two_stage:
+                self.switch_to_binary_downsampling(epoch)
+            t0 = time.time()
+            st = self.train_epoch(epoch)
+            self.end_epoch(epoch, st, t0)
+        self.log(f"[train] done in {time.time() - t_run:.0f} s this session; run folder {self.out}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    Trainer(args).run()
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
