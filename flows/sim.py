@@ -227,6 +227,85 @@ def check_request(a) -> None:
             raise FlowInputError(f"{exc} (or skip the resource counts: --no-synth)") from None
 
 
+class SimRun:
+    """One `make sim`: the prepared design (flows.common.Prepared), its test images and golden
+    logits; simulate() builds and runs the top, check() compares and measures, size_fifos()
+    reruns with the measured FIFO depths, synthesize() counts the top with Yosys."""
+
+    def __init__(self, a, pr):
+        from hw import rtl_top, rtlsim
+        self.a, self.pr, self.rtl_top, self.rtlsim = a, pr, rtl_top, rtlsim
+        self.graph, self.shape, self.board, self.inp = pr.graph, pr.image_shape, pr.board, pr.inp
+        self.n = min(a.images, len(pr.inp.test.images))
+        self.images, self.logits = golden_data(self.graph, pr.inp.test, self.n)
+        self.idle = idle_limit(self.graph, self.shape)
+        self.build_s = self.sim_s = 0.0
+
+    def simulate(self, label: str = ""):
+        """Build the top of the current design and stream the images through it."""
+        d = self.pr.design
+        top = self.rtl_top.rtl_top(self.graph, self.shape, self.inp.name, d=d)
+        fifos = sum(c.depth > 0 for c in d.channels)
+        print(f"[sim] verilating the top{label} ({len(self.graph.nodes)} nodes, {fifos} FIFOs, "
+              f"{len(d.channels) - fifos} direct links; cached in {self.rtlsim.CACHE})")
+        t1 = time.time()
+        self.rtlsim.build(top)
+        t2 = time.time()
+        print(f"[sim] simulating {self.n} test images")
+        run = self.rtlsim.simulate(top, self.images.reshape(-1, self.shape[-1]), idle=self.idle)
+        self.build_s += t2 - t1
+        self.sim_s += time.time() - t2
+        return run
+
+    def check(self, run, label: str = ""):
+        """(logits, equal, images that differ, measured cycles) of a run."""
+        got = run.out.reshape(self.logits.shape)
+        equal = bool(np.array_equal(got, self.logits))
+        bad = int((got != self.logits).any(axis=1).sum())
+        m = measure(run, self.n, self.board.clock_mhz)
+        print(f"[sim] RTL logits{label} on {self.n} test images: "
+              f"{'equal to the golden model' if equal else f'MISMATCH: {bad} images differ from the golden model'}; "
+              f"{m['cycles_per_image']:,.1f} cycles/image")
+        return got, equal, bad, m
+
+    def size_fifos(self, sized: dict, first: dict, fifo_bram: dict):
+        """FINN's way: the depths the first run needed, the design rebuilt with them (the block RAM
+        they free takes back tables that fold_for_board kept in LUTs), simulated again.  Returns
+        (run, check(run), the sizing record)."""
+        pr, graph, shape = self.pr, self.graph, self.shape
+        delay_depths = {c.label: c.depth for c in pr.design.channels}
+        changed = sum(sized[k] != delay_depths[k] for k in sized)
+        apply_fifo_depths(pr.design, sized)
+        print(f"[sim] FIFOs sized from the measured occupancy (largest + {FIFO_SLACK} words): {changed} of "
+              f"{len(sized)} depths changed, {fifo_bram['measured']:g} BRAM36 instead of "
+              f"{fifo_bram['delay_model']:g}; rebuilding with them")
+        back = tables_back_to_bram(graph, shape, self.board, pr.design, self.a.max_util)
+        if back:
+            print(f"[sim] with the sized FIFOs, {len(back)} Affine / RPReLU kernels keep their tables in block RAM "
+                  f"again: {', '.join(back)}")
+            pr.design = self.rtl_top.rtl_design(graph, shape, self.inp.name)
+            apply_fifo_depths(pr.design, sized)
+            write_folding(self.inp.out, graph)
+        first = dict(first, fifo_bram36=fifo_bram["delay_model"], depths_changed=changed, tables_to_bram=back)
+        run = self.simulate(" with the sized FIFOs")
+        checked = self.check(run, " (sized FIFOs)")
+        _, equal2, bad2, m = checked
+        sizing = dict(first_run=first, sized_run=dict(cycles_per_image=m["cycles_per_image"], equal=equal2,
+                                                       mismatched_images=bad2, fifo_bram36=fifo_bram["measured"]))
+        return run, checked, sizing
+
+    def synthesize(self):
+        """Yosys counts of the whole top against the board (hw.yosys.top_resources)."""
+        from hw import yosys
+        family = yosys.YOSYS_FAMILY[self.board.family]
+        synth = yosys.top_resources(self.graph, self.shape, self.inp.name, d=self.pr.design, jobs=self.a.jobs,
+                                    family=family)
+        synth["utilisation"] = yosys.utilisation(synth["totals"]["total"], self.board)
+        for k, (used, avail, frac) in synth["utilisation"].items():
+            print(f"[sim]   Yosys {k:4s} {used:>9,} of {avail:>8,} ({100 * frac:5.1f} %)")
+        return synth
+
+
 def main(argv=None) -> int:
     p = flow_parser("flows.sim", __doc__, 2, "parallel Yosys processes (default 2)")
     p.add_argument("--images", type=int, default=100, help="test images through the RTL top (default 100, at least 2)")
@@ -240,74 +319,26 @@ def main(argv=None) -> int:
     pr = prepare_or_exit(a, "sim", rtl_top.rtl_design, check_request)
     if pr is None:
         return 2
-    board, inp, graph, shape, est = pr.board, pr.inp, pr.graph, pr.image_shape, pr.est
+    board, inp, graph, shape = pr.board, pr.inp, pr.graph, pr.image_shape
     folder = inp.out
     write_folding(folder, graph)
-
-    # ---- Verilator
-    n = min(a.images, len(inp.test.images))
-    images, logits = golden_data(graph, inp.test, n)
-    idle = idle_limit(graph, shape)
-
-    def simulate(label):
-        """Build the top of pr.design, stream the images through it: (run, build s, simulate s)."""
-        top = rtl_top.rtl_top(graph, shape, inp.name, d=pr.design)
-        fifos = sum(c.depth > 0 for c in pr.design.channels)
-        print(f"[sim] verilating the top{label} ({len(graph.nodes)} nodes, {fifos} FIFOs, "
-              f"{len(pr.design.channels) - fifos} direct links; cached in {rtlsim.CACHE})")
-        t1 = time.time()
-        rtlsim.build(top)
-        t2 = time.time()
-        print(f"[sim] simulating {n} test images")
-        run = rtlsim.simulate(top, images.reshape(-1, shape[-1]), idle=idle)
-        return run, t2 - t1, time.time() - t2
-
-    def check(run, label):
-        got = run.out.reshape(logits.shape)
-        equal = bool(np.array_equal(got, logits))
-        bad = int((got != logits).any(axis=1).sum())
-        m = measure(run, n, board.clock_mhz)
-        print(f"[sim] RTL logits{label} on {n} test images: "
-              f"{'equal to the golden model' if equal else f'MISMATCH: {bad} images differ from the golden model'}; "
-              f"{m['cycles_per_image']:,.1f} cycles/image")
-        return got, equal, bad, m
-
+    sim = SimRun(a, pr)
+    n = sim.n
     try:
-        run, build_s, sim_s = simulate("")
-        got, equal, bad, m = check(run, "")
+        run = sim.simulate()
+        got, equal, bad, m = sim.check(run)
         sized = sized_fifo_depths(run.fifos)
-        delay_depths = {c.label: c.depth for c in pr.design.channels}
         fifo_bram = dict(delay_model=fifo_block_ram(pr.design.channels),
                          measured=fifo_block_ram(pr.design.channels, sized))
         sizing = None
         if not (a.no_size_fifos or a.fifo_depths):
-            # FINN's way: the depths that the first run needed, then the design rebuilt with them,
-            # simulated again and counted (the delay model's depths are an upper bound)
-            changed = sum(sized[k] != delay_depths[k] for k in sized)
-            apply_fifo_depths(pr.design, sized)
-            print(f"[sim] FIFOs sized from the measured occupancy (largest + {FIFO_SLACK} words): {changed} of "
-                  f"{len(sized)} depths changed, {fifo_bram['measured']:g} BRAM36 instead of "
-                  f"{fifo_bram['delay_model']:g}; rebuilding with them")
-            # the block RAM the sized FIFOs free takes back tables that fold_for_board kept in LUTs
-            back = tables_back_to_bram(graph, shape, board, pr.design, a.max_util)
-            if back:
-                print(f"[sim] with the sized FIFOs, {len(back)} Affine / RPReLU kernels keep their tables in block RAM "
-                      f"again: {', '.join(back)}")
-                pr.design = rtl_top.rtl_design(graph, shape, inp.name)
-                apply_fifo_depths(pr.design, sized)
-                write_folding(folder, graph)
-            first = dict(cycles_per_image=m["cycles_per_image"], equal=equal, mismatched_images=bad,
-                         fifo_bram36=fifo_bram["delay_model"], depths_changed=changed, tables_to_bram=back)
-            est = estimate(graph, shape, board, pr.design)
-            run, build2, sim2 = simulate(" with the sized FIFOs")
-            build_s, sim_s = build_s + build2, sim_s + sim2
-            got, equal2, bad2, m = check(run, " (sized FIFOs)")
+            first = dict(cycles_per_image=m["cycles_per_image"], equal=equal, mismatched_images=bad)
+            run, (got, equal2, bad2, m), sizing = sim.size_fifos(sized, first, fifo_bram)
             equal, bad = equal and equal2, max(bad, bad2)
-            sizing = dict(first_run=first, sized_run=dict(cycles_per_image=m["cycles_per_image"], equal=equal2,
-                                                           mismatched_images=bad2, fifo_bram36=fifo_bram["measured"]))
     except rtlsim.RtlSimError as exc:
         print(f"error: RTL simulation failed: {exc}", file=sys.stderr)
         return 1
+    est = estimate(graph, shape, board, pr.design)
     np.save(folder / "logits.npy", got)
     cost = est["cost"]
     dev = 100 * (m["cycles_per_image"] - cost["cycles_per_image"]) / cost["cycles_per_image"]
@@ -320,32 +351,26 @@ def main(argv=None) -> int:
     print(f"[sim] FIFO depths from the measured occupancy: fifo_depths.json (use with --fifo-depths and "
           f"--folding {folder / 'folding.json'}): {fifo_bram['measured']:g} BRAM36 instead of "
           f"{fifo_bram['delay_model']:g}" + (f"; {len(full)} FIFOs reached their depth" if full else ""))
-    from hw.rtl_top import measured_bottlenecks
-    slow = [dict(node=n, input_full=fi, output_full=fo)
-            for n, fi, fo in measured_bottlenecks(pr.design, run.stalls, run.cycles)]
+    slow = [dict(node=name, input_full=fi, output_full=fo)
+            for name, fi, fo in rtl_top.measured_bottlenecks(pr.design, run.stalls, run.cycles)]
     layers = [dict(name=r["name"], op=r["op"], PE=r["PE"], SIMD=r["SIMD"], cycles=r["cycles"],
                    utilisation=r["cycles"] / m["cycles_per_image"]) for r in cost["nodes"]]
-
-    # ---- Yosys
-    synth, skipped = None, "--no-synth"
+    synth = None
     if not a.no_synth:
-        family = yosys.YOSYS_FAMILY[board.family]
         try:
-            synth = yosys.top_resources(graph, shape, inp.name, d=pr.design, jobs=a.jobs, family=family)
+            synth = sim.synthesize()
         except yosys.YosysError as exc:
             print(f"error: Yosys failed: {exc}", file=sys.stderr)
             return 1
-        synth["utilisation"] = yosys.utilisation(synth["totals"]["total"], board)
-        for k, (used, avail, frac) in synth["utilisation"].items():
-            print(f"[sim]   Yosys {k:4s} {used:>9,} of {avail:>8,} ({100 * frac:5.1f} %)")
     tools = dict(verilator=tool_version([rtlsim.verilator(), "--version"]),
                  yosys=tool_version([*yosys.yosys_cmd(), "-V"]) if synth else "")
     res = dict(model=inp.name, checkpoint=str(a.ckpt), command=command_line("flows.sim", argv), board=board_dict(board),
                max_util=a.max_util, folding_source=pr.folding_source, images=n, equal=equal, mismatched_images=bad,
                measured=m, cost_deviation_pct=dev, estimate=est, layers=layers, fifos=len(run.fifos),
-               direct_links=sum(c.depth == 0 for c in pr.design.channels),
-               fifos_full=full, fifo_bram36=fifo_bram, fifo_sizing=sizing, measured_bottlenecks=slow, synth=synth, synth_skipped=skipped if synth is None else "", tools=tools,
-               build_s=round(build_s, 1), simulate_s=round(sim_s, 1), idle_cycles=idle, seconds=round(time.time() - t0, 1))
+               direct_links=sum(c.depth == 0 for c in pr.design.channels), fifos_full=full, fifo_bram36=fifo_bram,
+               fifo_sizing=sizing, measured_bottlenecks=slow, synth=synth,
+               synth_skipped="--no-synth" if synth is None else "", tools=tools, build_s=round(sim.build_s, 1),
+               simulate_s=round(sim.sim_s, 1), idle_cycles=sim.idle, seconds=round(time.time() - t0, 1))
     write_sim_report(folder, res)
     print(f"[sim] wrote {folder}/report.md, report.json, report.png ({res['seconds']:.0f} s)")
     if not equal:
