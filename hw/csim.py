@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import hls, templating
+from . import cache, hls, templating
 from .hls_top import TOP
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,9 +54,9 @@ def compile_unit(src: str, tag: str, inc: Path, lib_key: str, include_dirs=()) -
     obj = CACHE / f"{tag}-{key}.o"
     if obj.exists():
         return obj
-    cpp = obj.with_suffix(".cpp")
+    cpp = cache.private(obj.with_suffix(".cpp"), ".cpp")
     cpp.write_text(src)
-    tmp = obj.with_suffix(".part")
+    tmp = cache.private(obj)
     incs = [a for d in include_dirs for a in ("-I", str(d))]
     cmd = ["g++", *CXXFLAGS, "-isystem", str(inc), *incs, "-I", str(templating.TEMPLATES / hls.LIBRARY), "-c",
            str(cpp), "-o", str(tmp)]
@@ -64,6 +64,7 @@ def compile_unit(src: str, tag: str, inc: Path, lib_key: str, include_dirs=()) -
     if res.returncode != 0:
         raise CsimError(f"g++ failed for {tag} ({cpp}):\n{res.stderr[-4000:]}")
     tmp.replace(obj)
+    cpp.replace(obj.with_suffix(".cpp"))          # kept beside the object, for reading
     return obj
 
 
@@ -80,7 +81,7 @@ def compile_all(units: list, jobs: int | None, desc: str, progress: bool) -> lis
 
 
 def link(objs: list, exe: Path, what: str) -> Path:
-    tmp = exe.with_suffix(".part")
+    tmp = cache.private(exe)
     res = subprocess.run(["g++", *map(str, objs), "-o", str(tmp)], capture_output=True, text=True)
     if res.returncode != 0:
         raise CsimError(f"linking {what} failed:\n{res.stderr[-4000:]}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import rtl
+from . import cache, rtl
 from .rtl import word_bits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,12 +130,9 @@ def build(k: rtl.RtlKernel) -> Path:
     runtime.mkdir(exist_ok=True)
     for o in RUNTIME_OBJS:
         if not (runtime / o).exists() and (tmp / "obj" / o).exists():
-            shutil.copy2(tmp / "obj" / o, runtime / o)
+            cache.copy(tmp / "obj" / o, runtime / o)
     shutil.rmtree(tmp / "obj", ignore_errors=True)
-    if d.exists():
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        tmp.rename(d)
+    cache.publish_dir(tmp, d)
     return exe
 
 

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import cache
 from .hls import stream
 from .resources import fifo_parts
 from .rtl import RtlKernel, fifo_rtl, fork_rtl, refold_rtl
@@ -76,7 +77,7 @@ def synth_counts(sv_source: str, top: str, family: str = "xc7") -> dict:
         stat = json.loads((Path(d) / "stat.json").read_text())
     mod = stat.get("modules", {}).get(top) or stat.get("design") or {}
     cells = {k: int(v) for k, v in (mod.get("num_cells_by_type") or {}).items()}
-    hit.write_text(json.dumps(cells, indent=1))
+    cache.write_text(hit, json.dumps(cells, indent=1))
     return counts(cells)
 
 

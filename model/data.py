@@ -51,6 +51,18 @@ def fetch_fashion_mnist(root: Path) -> Path:
     dest = root / "fashion-mnist"
     if all((dest / f).exists() for pair in FMNIST_FILES.values() for f in pair):
         return dest
+    # one fetch at a time (parallel test workers, two flows started together): the others wait
+    # for it and find the files
+    import fcntl
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".fashion-mnist.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if all((dest / f).exists() for pair in FMNIST_FILES.values() for f in pair):
+            return dest
+        return _fetch_fashion_mnist(dest)
+
+
+def _fetch_fashion_mnist(dest: Path) -> Path:
     if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
         raise DataError(
             f"Fashion-MNIST is not in {dest} and apt-get/dpkg are not available to fetch it. "
