@@ -24,6 +24,8 @@ EXPORT_ARGS ?=
 BOARD   ?= pynq-z2
 HLS_ARGS ?=
 SIM_ARGS ?=
+# pytest-xdist workers of `make test` (the CI machine has 2 cores)
+TEST_JOBS ?= 2
 # `make hls` / `make sim` with MODEL=x take checkpoints/x/model.pt; otherwise CKPT
 HLS_CKPT := $(if $(filter command line environment,$(origin MODEL)),checkpoints/$(MODEL)/model.pt,$(CKPT))
 QAT_ARGS ?=
@@ -86,7 +88,7 @@ sim: setup
 	$(PY) -m flows.sim --board $(BOARD) --ckpt $(HLS_CKPT) --act-bits $(ACT_BITS) $(SIM_ARGS)
 
 test: setup
-	$(PY) -m pytest tests/ --golden -q --durations=10
+	$(PY) -m pytest tests/ --golden -q --durations=10 -n $(TEST_JOBS) --dist loadgroup
 
 demo: setup
 	$(MAKE) train EPOCHS=1 TEACHER_EPOCHS=1 OUT=runs/demo TEACHER=runs/demo_teacher/last.pt COMPILE=0 \

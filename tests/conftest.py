@@ -27,10 +27,24 @@ def pytest_configure(config):
                                        "--golden (deselected otherwise)")
 
 
+# `make test` runs the suite on two pytest-xdist workers (--dist loadgroup): the op tests
+# (tests/ops/) spread test by test; every other module stays on one worker with its fixtures, and
+# the modules that build the same large design share one, so it is built once (the caches of
+# hw/cache.py are safe to fill from both workers, but a duplicate build would cost minutes).
+SHARED_BUILDS = {
+    "test_rtl_whole.py": "shipped_rtl_top", "test_sim_flow.py": "shipped_rtl_top",
+    "test_driver.py": "shipped_rtl_top",
+    "test_hls_csim.py": "shipped_hls_nodes", "test_hls_flow.py": "shipped_hls_nodes",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name.startswith(GOLDEN_MODULES):
             item.add_marker(pytest.mark.golden)
+        if item.path.parent.name != "ops":
+            item.add_marker(pytest.mark.xdist_group(SHARED_BUILDS.get(item.path.name, item.path.stem)))
     if config.getoption("--golden"):
         return
     golden = [item for item in items if item.get_closest_marker("golden")]

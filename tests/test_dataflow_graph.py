@@ -126,8 +126,10 @@ def test_golden_executor_and_graph_run_agree_with_intnet_forward(net, images):
 
 
 def test_export_cli(tmp_path):
+    """The command line, its report and its error path; the Brevitas QONNX and FINN levels it
+    runs by default are tested in tests/test_qonnx_export.py (here --qonnx-verify 0: minutes)."""
     cmd = [sys.executable, "-m", "hw.export", "--ckpt", str(CKPT), "--calib", "64", "--verify", "4",
-           "--limit", "40", "--out", str(tmp_path)]
+           "--limit", "40", "--qonnx-verify", "0", "--out", str(tmp_path)]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads((tmp_path / "report.json").read_text())

@@ -13,7 +13,6 @@ Adding an op: docs/adding-an-op.md.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -260,10 +259,6 @@ class HwOp:
 
 
 HOOKS = ("execute", "torch_forward", "cost", "hls", "rtl")
-
-
-def ceil_div(a: int, b: int) -> int:
-    return math.ceil(a / b)
 
 
 def tokens_to_map(t, h, w):
