@@ -18,7 +18,7 @@ from hw import qonnx_export as Q
 from hw.fixedpoint import saturate
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exported(shipped_net, shipped, tmp_path_factory):
     images = shipped[2].images[:8].numpy()
     path = tmp_path_factory.mktemp("qonnx") / "model_qonnx.onnx"
@@ -86,7 +86,7 @@ def test_brevitas_floor_quantizer_is_round_half_up_with_saturation(bits, shift, 
 
 
 # ---------------------------------------------------------------------- FINN's passes on the export
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lowered(exported, shipped_net):
     from qonnx.core.modelwrapper import ModelWrapper
 
