@@ -1,6 +1,11 @@
 # BHViT -> FPGA: entry points.  Every target sets up .venv first (idempotent).
 PY      := .venv/bin/python
 MODEL   ?= bhvit_pynq_fmnist
+# CONFIG=my_model.json (or .yaml): a model configuration of your own instead of a registered MODEL;
+# the run, its teacher and its checkpoint are named after the file
+CONFIG  ?=
+MODEL_NAME := $(if $(CONFIG),$(basename $(notdir $(CONFIG))),$(MODEL))
+MODEL_ARG := $(if $(CONFIG),--config $(CONFIG),--model $(MODEL))
 DATA    ?= fmnist
 DATA_DIR ?=
 EPOCHS  ?= 14
@@ -9,11 +14,12 @@ LR      ?= 2e-3
 LOSS    ?= paper
 SEED    ?= 0
 NPROC   ?= 1
-OUT     ?= runs/$(MODEL)
+OUT     ?= runs/$(MODEL_NAME)
 # The full-precision teacher: same network in float, trained first by `make train`.
 TEACHER_MODEL  ?= $(MODEL)_fp
+TEACHER_ARG := $(if $(CONFIG),--config $(CONFIG) --fp,--model $(TEACHER_MODEL))
 TEACHER_EPOCHS ?= 5
-TEACHER ?= runs/$(TEACHER_MODEL)/last.pt
+TEACHER ?= runs/$(if $(CONFIG),$(MODEL_NAME)_fp,$(TEACHER_MODEL))/last.pt
 CKPT    ?= checkpoints/bhvit_pynq_fmnist/model.pt
 TRAIN_ARGS ?=
 # torch.compile for training steps: ~1.8x faster on this CPU after a few minutes of compiling.
@@ -26,8 +32,10 @@ HLS_ARGS ?=
 SIM_ARGS ?=
 # pytest-xdist workers of `make test` (the CI machine has 2 cores)
 TEST_JOBS ?= 2
-# `make hls` / `make sim` with MODEL=x take checkpoints/x/model.pt; otherwise CKPT
-HLS_CKPT := $(if $(filter command line environment,$(origin MODEL)),checkpoints/$(MODEL)/model.pt,$(CKPT))
+# The checkpoint the hw flows (golden, qat, export, hls, sim, bitstream) and eval take: CKPT when
+# given; with CONFIG=x.json the run `make train CONFIG=x.json` wrote (runs/x/last.pt); with MODEL=x
+# checkpoints/x/model.pt; else the shipped model
+HLS_CKPT := $(if $(filter command line environment,$(origin CKPT)),$(CKPT),$(if $(CONFIG),runs/$(MODEL_NAME)/last.pt,$(if $(filter command line environment,$(origin MODEL)),checkpoints/$(MODEL)/model.pt,$(CKPT))))
 QAT_ARGS ?=
 DATA_ARG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 ifeq ($(NPROC),1)
@@ -39,7 +47,7 @@ endif
 .PHONY: setup train eval ship golden qat export hls sim test demo benchmark clean help
 help:
 	@echo "make demo      set-up, a short training, evaluation, and the dataflow export of the shipped model"
-	@echo "make train     MODEL=$(MODEL) DATA=$(DATA) EPOCHS=$(EPOCHS) [NPROC=N] [TEACHER=none]"
+	@echo "make train     MODEL=$(MODEL) | CONFIG=my_model.json  DATA=$(DATA) EPOCHS=$(EPOCHS) [NPROC=N] [TEACHER=none]"
 	@echo "make eval      CKPT=$(CKPT) DATA=$(DATA)"
 	@echo "make golden    CKPT=$(CKPT) ACT_BITS=$(ACT_BITS): fold into the integer (golden) model, float vs integer top-1"
 	@echo "make qat       CKPT=$(CKPT): fine-tune the integer network through its hardware-exact PyTorch form"
@@ -57,29 +65,29 @@ setup:
 train: setup
 ifneq ($(TEACHER),none)
 	@if $(PY) -m model.status $(TEACHER) $(TEACHER_EPOCHS); then echo "[make] teacher $(TEACHER) already trained"; \
-	else $(LAUNCH) --model $(TEACHER_MODEL) --data $(DATA) $(DATA_ARG) --epochs $(TEACHER_EPOCHS) \
+	else $(LAUNCH) $(TEACHER_ARG) --data $(DATA) $(DATA_ARG) --epochs $(TEACHER_EPOCHS) \
 	     --batch-size $(BATCH) --lr $(LR) --seed $(SEED) --out $(dir $(TEACHER)) --compile $(COMPILE) $(TRAIN_ARGS); fi
-	$(LAUNCH) --model $(MODEL) --data $(DATA) $(DATA_ARG) --epochs $(EPOCHS) --batch-size $(BATCH) \
+	$(LAUNCH) $(MODEL_ARG) --data $(DATA) $(DATA_ARG) --epochs $(EPOCHS) --batch-size $(BATCH) \
 	  --lr $(LR) --loss $(LOSS) --seed $(SEED) --out $(OUT) --teacher $(TEACHER) --compile $(COMPILE) $(TRAIN_ARGS)
 else
-	$(LAUNCH) --model $(MODEL) --data $(DATA) $(DATA_ARG) --epochs $(EPOCHS) --batch-size $(BATCH) \
+	$(LAUNCH) $(MODEL_ARG) --data $(DATA) $(DATA_ARG) --epochs $(EPOCHS) --batch-size $(BATCH) \
 	  --lr $(LR) --loss $(LOSS) --seed $(SEED) --out $(OUT) --compile $(COMPILE) $(TRAIN_ARGS)
 endif
 
 ship: setup
-	$(PY) -m model.ship --run $(OUT) --teacher-run $(dir $(TEACHER)) --dest checkpoints/$(MODEL)
+	$(PY) -m model.ship --run $(OUT) --teacher-run $(dir $(TEACHER)) --dest checkpoints/$(MODEL_NAME)
 
 eval: setup
-	$(PY) -m model.evaluate --ckpt $(CKPT) --data $(DATA) $(DATA_ARG)
+	$(PY) -m model.evaluate --ckpt $(HLS_CKPT) --data $(DATA) $(DATA_ARG)
 
 golden: setup
-	$(PY) -m hw.golden --ckpt $(CKPT) --act-bits $(ACT_BITS) $(GOLDEN_ARGS)
+	$(PY) -m hw.golden --ckpt $(HLS_CKPT) --act-bits $(ACT_BITS) $(GOLDEN_ARGS)
 
 qat: setup
-	$(PY) -m hw.qat --ckpt $(CKPT) --act-bits $(ACT_BITS) $(QAT_ARGS)
+	$(PY) -m hw.qat --ckpt $(HLS_CKPT) --act-bits $(ACT_BITS) $(QAT_ARGS)
 
 export: setup
-	$(PY) -m hw.export --ckpt $(CKPT) --act-bits $(ACT_BITS) $(EXPORT_ARGS)
+	$(PY) -m hw.export --ckpt $(HLS_CKPT) --act-bits $(ACT_BITS) $(EXPORT_ARGS)
 
 hls: setup
 	$(PY) -m flows.hls --board $(BOARD) --ckpt $(HLS_CKPT) --act-bits $(ACT_BITS) $(HLS_ARGS)
@@ -97,7 +105,7 @@ demo: setup
 	$(MAKE) export CKPT=checkpoints/bhvit_pynq_fmnist/model.pt EXPORT_ARGS="--verify 50 --limit 1000"
 
 benchmark: setup
-	$(PY) benchmarks/train_throughput.py --model $(MODEL) --batch-size $(BATCH)
+	$(PY) benchmarks/train_throughput.py $(MODEL_ARG) --batch-size $(BATCH)
 
 clean:
 	rm -rf build runs .pytest_cache
@@ -112,4 +120,4 @@ bitstream: setup
 	$(PY) -m flows.bitstream --board $(BOARD) --backend $(BACKEND) --ckpt $(HLS_CKPT) --act-bits $(ACT_BITS) $(BITSTREAM_ARGS)
 
 deploy: setup
-	$(PY) -m flows.deploy --board $(BOARD) --model $(MODEL) --host "$(PYNQ_HOST)" $(DEPLOY_ARGS)
+	$(PY) -m flows.deploy --board $(BOARD) --model $(MODEL_NAME) --host "$(PYNQ_HOST)" $(DEPLOY_ARGS)

@@ -1,4 +1,4 @@
-"""Training throughput (forward + backward + AdamW step) of a registered model.
+"""Training throughput (forward + backward + AdamW step) of a registered model or a configuration file.
 
     .venv/bin/python benchmarks/train_throughput.py --model bhvit_pynq_fmnist --batch-size 256
 """
@@ -12,11 +12,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import torch  # noqa: E402
 
 from model import create_model, get_config  # noqa: E402
+from model.registry import resolve_model  # noqa: E402
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="bhvit_pynq_fmnist")
+    p.add_argument("--config", default=None, metavar="FILE", help="a JSON / YAML model configuration instead of --model")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
@@ -26,7 +28,7 @@ def main():
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    cfg = get_config(a.model)
+    _, cfg = resolve_model(a.model, a.config)
     torch.manual_seed(0)
     model = create_model(cfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

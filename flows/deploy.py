@@ -117,7 +117,9 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--board", default="pynq-z2")
     p.add_argument("--host", default=os.environ.get("PYNQ_HOST", ""), help="user@address of the board (PYNQ_HOST)")
-    p.add_argument("--model", default="bhvit_pynq_fmnist")
+    p.add_argument("--model", default="bhvit_pynq_fmnist", help="the model whose bundle to deploy")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="a model configuration file (its model is named after the file) instead of --model")
     p.add_argument("--bundle", default=None, help="default build/<model>/deploy_<board>")
     p.add_argument("--remote-dir", default=DEFAULT_REMOTE_DIR, help="folder on the board, under the login's home")
     p.add_argument("--connect-timeout", type=int, default=10, help="seconds ssh waits for the board (default 10)")
@@ -125,6 +127,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-sudo", action="store_true", help="run the driver without sudo (login as root)")
     p.add_argument("--driver-args", default="", help="more arguments for `python3 -m bhvit_driver validate`")
     a = p.parse_args(argv)
+    if a.config:
+        a.model = Path(a.config).stem
     from flows.boards import UnknownBoardError, get_board
     try:
         board = get_board(a.board)

@@ -63,10 +63,14 @@ def load_checkpoint(path: Path) -> dict:
 
 def model_from_checkpoint(path: Path):
     """Rebuild the network stored in a checkpoint and load its weights."""
-    from .config import ViTConfig
+    from .config import ConfigError, ViTConfig
     from .networks import HybridViT
     ck = load_checkpoint(path)
-    model = HybridViT(ViTConfig.from_dict(ck["config"]))
+    try:
+        cfg = ViTConfig.from_dict(ck["config"], source=f"the configuration stored in {path}")
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {path} holds a configuration this version cannot build: {exc}") from None
+    model = HybridViT(cfg)
     try:
         model.load_state_dict(ck["model"])
     except RuntimeError as exc:

@@ -2,7 +2,7 @@
 network, named instances live in :mod:`model.registry`."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Tuple
 
 
@@ -47,38 +47,12 @@ class ViTConfig:
     notes: str = field(default="", compare=False)
 
     def __post_init__(self):
-        n = len(self.dims)
-        for name in ("depths", "mlp_ratios", "heads", "mixers", "window", "pool_kernel", "kv_reduction"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"config field '{name}' needs {n} entries (one per stage), "
-                                 f"got {getattr(self, name)!r}")
-        if self.downsample not in ("fp", "binary"):
-            raise ValueError(f"downsample must be 'fp' or 'binary', got {self.downsample!r}")
-        if self.attn_quant not in ("qd", "lsq", "bit"):
-            raise ValueError(f"attn_quant must be 'qd', 'lsq' or 'bit', got {self.attn_quant!r}")
-        sizes = self.stage_sizes()
-        for i, (s, d, h) in enumerate(zip(sizes, self.dims, self.heads)):
-            if d % h:
-                raise ValueError(f"stage {i + 1}: {d} channels do not split into {h} heads")
-            if self.arch == "bhvit" and self.mixers[i] == "msmha":
-                if s % self.window[i] or s % self.pool_kernel[i]:
-                    raise ValueError(f"stage {i + 1}: map {s}x{s} is not a multiple of window "
-                                     f"{self.window[i]} / pool kernel {self.pool_kernel[i]}")
-            if self.arch == "binaryvit" and s % self.kv_reduction[i]:
-                raise ValueError(f"stage {i + 1}: map {s}x{s} not divisible by K/V reduction {self.kv_reduction[i]}")
+        validate(self)
 
     def stage_sizes(self) -> Tuple[int, ...]:
-        if self.img_size % self.stem_patch:
-            raise ValueError(f"image size {self.img_size} is not a multiple of the stem patch {self.stem_patch}")
+        """The side of each stage's map: img_size / stem_patch, halved by every downsampling."""
         s = self.img_size // self.stem_patch
-        out = []
-        for i in range(len(self.dims)):
-            out.append(s)
-            if i + 1 < len(self.dims):
-                if s % 2:
-                    raise ValueError(f"stage {i + 1} map {s}x{s} cannot be downsampled by 2")
-                s //= 2
-        return tuple(out)
+        return tuple(s >> i for i in range(len(self.dims)))
 
     def replace(self, **kw) -> "ViTConfig":
         return replace(self, **kw)
@@ -87,9 +61,112 @@ class ViTConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ViTConfig":
-        d = dict(d)
+    def from_dict(cls, d: dict, source: str = "config") -> "ViTConfig":
+        """A configuration from plain data (a checkpoint's, a JSON / YAML file's): unknown fields and
+        values of the wrong type are a ConfigError naming the field."""
+        if not isinstance(d, dict):
+            raise ConfigError("", d, f"{source} must be a mapping of field -> value (got {type(d).__name__})")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ConfigError(unknown[0], d[unknown[0]], f"is not a field of the model configuration; the fields are "
+                                                         f"{', '.join(known)}")
+        out = {}
         for k, v in d.items():
-            if isinstance(v, list):
-                d[k] = tuple(v)
-        return cls(**d)
+            default = known[k].default
+            if isinstance(default, tuple):
+                if not isinstance(v, (list, tuple)):
+                    raise ConfigError(k, v, f"must be a list with one entry per stage, like {list(default)}")
+                v = tuple(v)
+                kind = type(default[0]) if default else object
+                if any(not _is(x, kind) for x in v):
+                    raise ConfigError(k, list(v), f"must hold {kind.__name__} values, like {list(default)}")
+            elif not _is(v, type(default)):
+                raise ConfigError(k, v, f"must be a {type(default).__name__}, like {default!r}")
+            out[k] = v
+        return cls(**out)
+
+
+ARCHS = ("bhvit", "binaryvit")
+MIXERS = ("msgdc", "msmha")
+NORMS = ("batchnorm", "layernorm")
+ATTN_QUANTS = ("qd", "lsq", "bit")
+
+
+class ConfigError(ValueError):
+    """A configuration field that cannot be used: the message names the field, its value, what is
+    allowed and why."""
+
+    def __init__(self, field_name: str, value, why: str):
+        self.field, self.value = field_name, value
+        shown = list(value) if isinstance(value, tuple) else value
+        where = f"config field '{field_name}' = {shown!r}: " if field_name else ""
+        super().__init__(where + why)
+
+
+def _is(v, kind) -> bool:
+    if kind is bool:
+        return isinstance(v, bool)
+    if kind is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if kind is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, kind)
+
+
+def _divisors(n: int) -> list:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def validate(c: "ViTConfig") -> None:
+    """Every field against what the networks can build; raises ConfigError at the first problem."""
+    def need(ok, name, why):
+        if not ok:
+            raise ConfigError(name, getattr(c, name), why)
+
+    need(c.arch in ARCHS, "arch", f"must be one of {', '.join(ARCHS)}")
+    for name in ("img_size", "in_chans", "num_classes", "stem_patch", "conv_groups", "qd_bits"):
+        need(_is(getattr(c, name), int) and getattr(c, name) >= 1, name, "must be a positive integer")
+    n = len(c.dims)
+    need(n >= 1, "dims", "needs at least one stage")
+    for name in ("depths", "mlp_ratios", "heads", "mixers", "window", "pool_kernel", "kv_reduction"):
+        need(len(getattr(c, name)) == n, name, f"needs {n} entries, one per stage (dims has {n})")
+    for name in ("dims", "heads", "mlp_ratios", "window", "pool_kernel", "kv_reduction", "dilations"):
+        need(all(_is(v, int) and v >= 1 for v in getattr(c, name)), name, "must hold positive integers")
+    need(all(_is(v, int) and v >= 0 for v in c.depths), "depths", "must hold blocks per stage (0 or more)")
+    need(all(m in MIXERS for m in c.mixers), "mixers", f"entries must be one of {', '.join(MIXERS)}")
+    need(c.downsample in ("fp", "binary"), "downsample", "must be 'fp' or 'binary'")
+    need(c.attn_quant in ATTN_QUANTS, "attn_quant", f"must be one of {', '.join(ATTN_QUANTS)}")
+    need(c.norm in NORMS, "norm", f"must be one of {', '.join(NORMS)}")
+    need(c.attn_norm in NORMS, "attn_norm", f"must be one of {', '.join(NORMS)}")
+    need(c.img_size % c.stem_patch == 0, "stem_patch",
+         f"must divide the image size {c.img_size} (divisors: {_divisors(c.img_size)})")
+    s = c.img_size // c.stem_patch
+    for i in range(n - 1):
+        need((s >> i) % 2 == 0, "img_size", f"stage {i + 1}'s map {s >> i}x{s >> i} cannot be downsampled by 2 for "
+                                            f"stage {i + 2}: the image size / stem patch must be a multiple of "
+                                            f"{2 ** (n - 1)}")
+    if c.downsample == "binary":
+        for i in range(n - 1):
+            need(c.dims[i + 1] % c.dims[i] == 0, "dims",
+                 f"binary downsampling from stage {i + 1} to {i + 2} repeats the {c.dims[i]} channels of its "
+                 f"average-pooled shortcut: {c.dims[i + 1]} is not a multiple of {c.dims[i]} (use e.g. "
+                 f"{2 * c.dims[i]}, or downsample='fp')")
+    for i, (side, d, h) in enumerate(zip(c.stage_sizes(), c.dims, c.heads)):
+        need(d % h == 0, "heads", f"stage {i + 1}: {d} channels do not split into {h} heads "
+                                  f"(divisors of {d}: {_divisors(d)})")
+        if c.shift_branches and c.arch == "bhvit":
+            need(d % 4 == 0, "dims", f"stage {i + 1}: the channel-mix shift splits the channels in 4 quarters; "
+                                     f"{d} is not a multiple of 4")
+        if c.arch == "bhvit" and c.mixers[i] == "msgdc":
+            need(d % c.conv_groups == 0, "conv_groups", f"stage {i + 1}: {c.conv_groups} groups do not divide "
+                                                        f"{d} channels")
+        if c.arch == "bhvit" and c.mixers[i] == "msmha":
+            need(side % c.window[i] == 0, "window", f"stage {i + 1}: map {side}x{side} is not a multiple of window "
+                                                    f"{c.window[i]} (divisors of {side}: {_divisors(side)})")
+            need(side % c.pool_kernel[i] == 0, "pool_kernel", f"stage {i + 1}: map {side}x{side} is not a multiple "
+                                                              f"of pool kernel {c.pool_kernel[i]} (divisors of "
+                                                              f"{side}: {_divisors(side)})")
+        if c.arch == "binaryvit":
+            need(side % c.kv_reduction[i] == 0, "kv_reduction", f"stage {i + 1}: map {side}x{side} is not divisible "
+                                                                f"by K/V reduction {c.kv_reduction[i]}")

@@ -8,9 +8,11 @@ models follow the paper.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+import json
+from pathlib import Path
+from typing import Dict
 
-from .config import ViTConfig
+from .config import ConfigError, ViTConfig
 from .networks import HybridViT
 
 _REFERENCE = dict(attn_quant="lsq", pool_pad_quirk=True, msgdc_input_in_rprelu=False)
@@ -75,6 +77,45 @@ def get_config(name: str, **overrides) -> ViTConfig:
     if name not in _CONFIGS:
         raise UnknownModelError(f"unknown model '{name}'. Known models: {', '.join(list_models())}")
     return _CONFIGS[name].replace(**overrides) if overrides else _CONFIGS[name]
+
+
+def config_from_file(path) -> ViTConfig:
+    """A configuration from a JSON or YAML file: ViTConfig's fields, and optionally "base", a
+    registered model whose configuration the file changes (without it, the fields left out keep
+    the dataclass defaults, ImageNet-sized).  A missing or unreadable file, or a bad field, is a
+    ConfigError that says so."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", str(path), f"configuration file {path} does not exist")
+    is_yaml = path.suffix.lower() in (".yaml", ".yml")
+    try:
+        if is_yaml:
+            import yaml
+            data = yaml.safe_load(path.read_text())
+        else:
+            data = json.loads(path.read_text())
+    except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
+        raise ConfigError("", str(path), f"{path} is not valid {'YAML' if is_yaml else 'JSON'}: {exc}") from None
+    if isinstance(data, dict) and "base" in data:
+        data = dict(data)
+        base = data.pop("base")
+        if not isinstance(base, str) or base not in _CONFIGS:
+            raise ConfigError("base", base, f"must be a registered model: {', '.join(list_models())}")
+        data = {**_CONFIGS[base].to_dict(), **data}
+    return ViTConfig.from_dict(data, source=str(path))
+
+
+def resolve_model(model: str | None = None, config=None, float_teacher: bool = False) -> tuple:
+    """(name, ViTConfig) of ``--model NAME`` (a registered entry) or ``--config FILE`` (JSON or YAML;
+    the name is the file's stem).  ``float_teacher``: the full-precision network of the same shape
+    that `make train` distils from (binary=False, FP downsampling; name + "_fp")."""
+    if config:
+        name, cfg = Path(config).stem, config_from_file(config)
+    else:
+        name, cfg = model, get_config(model)
+    if float_teacher:
+        name, cfg = name + "_fp", cfg.replace(binary=False, downsample="fp")
+    return name, cfg
 
 
 def create_model(name_or_cfg, **overrides) -> HybridViT:

@@ -1,4 +1,7 @@
-"""Train a registered model:  python -m model.train --model NAME --data fmnist --epochs N
+"""Train a model:  python -m model.train --model NAME | --config FILE --data fmnist --epochs N
+
+* ``--model`` a registered configuration (model/registry.py), ``--config`` your own (JSON or YAML,
+  model.config.ViTConfig's fields; validated field by field), ``--fp`` its full-precision teacher;
 
 * AdamW + per-step cosine schedule, the paper's loss (see model.losses);
 * a checkpoint (last.pt) after every epoch, written atomically, plus best.pt;
@@ -27,13 +30,20 @@ from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint,
 from .data import DataError, make_loader
 from .layers import TokenBatchNorm
 from .losses import LOSSES, compute_loss, loss_weights
-from .registry import UnknownModelError, create_model, get_config
+from .config import ConfigError
+from .registry import UnknownModelError, create_model, resolve_model
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="bhvit_pynq_fmnist")
+    p.add_argument("--model", default="bhvit_pynq_fmnist", help="a registered model (default bhvit_pynq_fmnist)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="a model configuration of your own, JSON or YAML (instead of --model; the run is named "
+                        "after the file)")
+    p.add_argument("--fp", action="store_true",
+                   help="train the full-precision network of the same shape (binary=False, FP downsampling): "
+                        "the teacher that `make train` distils from; its run is named <model>_fp")
     p.add_argument("--data", default="fmnist", help="fmnist | cifar10 | imagefolder")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--epochs", type=int, default=8)
@@ -154,8 +164,7 @@ def write_metrics(rows, out: Path, summary: dict):
 
 
 # --------------------------------------------------------------------------- main loop
-def build(cfg_name, stage_binary_downsample, args):
-    cfg = get_config(cfg_name)
+def build(cfg, stage_binary_downsample, args):
     if args.two_stage and not stage_binary_downsample:
         cfg = cfg.replace(downsample="fp")
     return create_model(cfg)
@@ -169,9 +178,11 @@ class Trainer:
         self.args = args
         self.rank, self.world = dist_setup()
         self.is_main = self.rank == 0
-        self.out = Path(args.out or f"runs/{args.model}")
+        # raises UnknownModelError with the list of models, ConfigError naming the field
+        self.name, self.cfg = resolve_model(args.model, args.config, args.fp)
+        self.out = Path(args.out or f"runs/{self.name}")
         self.log_lines: list = []
-        cfg = get_config(args.model)  # raises UnknownModelError with the list of models
+        cfg = self.cfg
         torch.manual_seed(args.seed)
         self.train_loader = make_loader(args.data, "train", args.batch_size, cfg.img_size, args.data_dir, args.seed,
                                         self.rank, self.world)
@@ -210,7 +221,7 @@ class Trainer:
     def fresh(self, stage_binary: bool):
         """A new student (the same initial weights for a seed) and its optimiser."""
         torch.manual_seed(self.args.seed)
-        m = build(self.args.model, stage_binary, self.args)
+        m = build(self.cfg, stage_binary, self.args)
         for mod in m.modules():
             if isinstance(mod, TokenBatchNorm):
                 mod.sync = self.world > 1
@@ -223,15 +234,15 @@ class Trainer:
         if not last.exists():
             return
         ck = load_checkpoint(last)
-        if ck.get("model_name") != self.args.model:
-            raise CheckpointError(f"{last} belongs to model '{ck.get('model_name')}', not '{self.args.model}'. "
+        if ck.get("model_name") != self.name:
+            raise CheckpointError(f"{last} belongs to model '{ck.get('model_name')}', not '{self.name}'. "
                                   "Use another OUT= or remove the old run.")
         self.binary_stage = ck.get("binary_stage", True)
         self.model, self.opt = self.fresh(self.binary_stage)
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
         self.start_epoch, self.rows, self.best = ck["epoch"] + 1, ck["history"], ck.get("best", -1.0)
-        self.log(f"[train] resuming {self.args.model} from {last} at epoch {self.start_epoch + 1}/{self.args.epochs}")
+        self.log(f"[train] resuming {self.name} from {last} at epoch {self.start_epoch + 1}/{self.args.epochs}")
 
     def switch_to_binary_downsampling(self, epoch):
         """Stage 2 of the two-stage schedule: carry over every tensor whose name and shape match."""
@@ -316,14 +327,14 @@ class Trainer:
     def save(self, epoch, test_acc):
         args = self.args
         ck = dict(model=self.model.state_dict(), optimizer=self.opt.state_dict(), epoch=epoch, history=self.rows,
-                  best=max(self.best, test_acc), config=self.model.cfg.to_dict(), model_name=args.model,
+                  best=max(self.best, test_acc), config=self.model.cfg.to_dict(), model_name=self.name,
                   binary_stage=self.binary_stage, args=vars(args), data=args.data)
         if test_acc > self.best and self.binary_stage:
             self.best = test_acc
             save_checkpoint({k: ck[k] for k in ("model", "config", "model_name", "epoch", "history", "data")},
                             self.out / "best.pt")
         save_checkpoint(ck, self.out / "last.pt")
-        summary = dict(model=args.model, data=args.data, epochs_done=epoch + 1, epochs=args.epochs,
+        summary = dict(model=self.name, data=args.data, epochs_done=epoch + 1, epochs=args.epochs,
                        final_test_acc=test_acc, best_test_acc=self.best, world_size=self.world,
                        train_seconds_total=round(sum(r["epoch_seconds"] for r in self.rows), 1))
         write_metrics(self.rows, self.out, summary)
@@ -333,7 +344,7 @@ class Trainer:
 
     def run(self):
         args = self.args
-        self.log(f"[train] {args.model}: {sum(p.numel() for p in self.model.parameters()):,} parameters, "
+        self.log(f"[train] {self.name}: {sum(p.numel() for p in self.model.parameters()):,} parameters, "
                  f"{args.epochs} epochs x {self.steps_per_epoch} steps, batch {args.batch_size} x {self.world} "
                  f"rank(s), loss={args.loss}, teacher={'yes' if self.teacher else 'no'}")
         t_run = time.time()
@@ -360,7 +371,7 @@ def main(argv=None) -> int:
 def cli(argv=None) -> int:
     try:
         return main(argv)
-    except (UnknownModelError, DataError, CheckpointError, FileNotFoundError) as exc:
+    except (UnknownModelError, ConfigError, DataError, CheckpointError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
