@@ -50,9 +50,11 @@ def load_inputs(a, step: str) -> HwInputs:
     from model.data import DataError, load_split
 
     from .intnet import IntNetError
+    from .support import UnsupportedModelError, check_supported
     try:
         model, ck = model_from_checkpoint(a.ckpt)
         model.eval()
+        check_supported(model.cfg, f"{a.ckpt} ({ck.get('model_name', 'model')})")
         data = a.data or ck.get("data", "fmnist")
         train = load_split(data, "train", a.data_dir, model.cfg.img_size)
         test = load_split(data, "test", a.data_dir, model.cfg.img_size)
@@ -61,7 +63,7 @@ def load_inputs(a, step: str) -> HwInputs:
         else:
             print(f"[{step}] folding {a.ckpt} into the integer network ({a.calib} calibration images)")
             net = IntNet.from_model(model, train.images[:a.calib], train.mean, train.std, spec_from_args(a))
-    except (CheckpointError, DataError, IntNetError) as exc:
+    except (CheckpointError, DataError, IntNetError, UnsupportedModelError) as exc:
         raise HwInputError(str(exc)) from None
     except (ValueError, NotImplementedError) as exc:   # e.g. binary weights that are not +-1
         raise HwInputError(f"the checkpoint cannot be lowered to hardware: {exc}") from None

@@ -237,6 +237,8 @@ class _Builder:
 
     def downsample(self, pre, t, h, w):
         xn = self.affine(pre + ".norm0", t)
+        if self.cfg.downsample == "fp":
+            return self.fp_downsample(pre, xn, h, w)
         wt = self.p[pre + ".proj"]["w"]
         cin = wt.shape[1]
         xb = self.threshold(pre + ".sign", xn, cin)
@@ -248,6 +250,13 @@ class _Builder:
         rep = self.add("RepeatChannels", pre + ".repeat", [sp], self.dt[sp], dict(ratio=ratio))
         z = self.affine(pre + ".pre", acc, rep)
         return self.rprelu(pre + ".act", z)
+
+    def fp_downsample(self, pre, xn, h, w):
+        pc = self.add("PatchConcat", pre + ".patches", [xn], self.dt[xn], dict(H=h, W=w, k=2))
+        p = self.p[pre + ".proj"]
+        bound = dtype_max_abs(self.dt[xn]) * int(np.abs(p["w"]).sum(1).max())
+        acc = self.add("IntLinear", pre + ".proj", [pc], sint(bound), {}, dict(w=p["w"], bias=p["bias"]))
+        return self.affine(pre + ".norm", acc)
 
 
 def build_graph(net) -> Graph:

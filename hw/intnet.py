@@ -137,6 +137,8 @@ class IntNet:
     # ------------------------------------------------------------------ folding
     @classmethod
     def from_model(cls, model, calib_images_u8: torch.Tensor, mean, std, spec: QuantSpec | None = None):
+        from .support import check_supported
+        check_supported(model.cfg)
         spec = spec or QuantSpec()
         mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -346,9 +348,6 @@ class _Folder:
         yf = self.fmt(pre + ".y", pre + ".norm2:in")
         if cfg.mixers[s] == "msgdc":
             mx = self.mods[pre + ".mixer"]
-            if not mx.input_in_rprelu:
-                raise NotImplementedError("the hardware form implements the paper's MSGDC (input inside "
-                                          "each RPReLU, msgdc_input_in_rprelu=True)")
             self.threshold(pre + ".mixer.sign", mx.sign, n1)
             outs = []
             for j, conv in enumerate(mx.convs):
@@ -384,8 +383,6 @@ class _Folder:
         cfg = self.model.cfg
         at = pre + ".mixer.attention"
         att = self.mods[at]
-        if cfg.attn_quant != "qd":
-            raise NotImplementedError("the hardware form implements QD attention (attn_quant='qd')")
         k = cfg.pool_kernel[s]
         a = _np(att.high.a)
         # pooled tokens share n1's format so that they concatenate with the window tokens
@@ -431,10 +428,10 @@ class _Folder:
 
     def downsample(self, pre, tf) -> Fmt:
         ds = self.mods[pre]
-        if not ds.binary:
-            raise NotImplementedError("the hardware form implements binary downsampling")
         s0, b0 = bn_affine(ds.norm0)
         xn = self.affine(pre + ".norm0", [(tf, s0)], b0, self.fmt(pre + ".norm0", pre + ".norm0:out"))
+        if not ds.binary:
+            return self.fp_downsample(pre, ds, xn)
         self.threshold(pre + ".sign", ds.sign, xn)
         self.net.p[pre + ".proj"] = dict(w=binary_weight(ds.proj))
         s, b = bn_affine(ds.norm)
@@ -444,3 +441,20 @@ class _Folder:
                     b - _np(ds.act.move1), zf)
         out = self.fmt(pre + ".out", pre + ":out")
         return self.rprelu(pre + ".act", ds.act, zf, out, extra_bias=_np(ds.pos)[0])
+
+    def fp_downsample(self, pre, ds, xn: Fmt) -> Fmt:
+        """The full-precision 2x2 stride-2 convolution as the gather of each 2x2 patch into one
+        token (PatchConcat) times an integer matrix (IntLinear, 8-bit weights with one scale per
+        output channel, as the stem's), then BN and the position embedding in one affine."""
+        w = _np(ds.proj.weight)                                  # (2C, C, 2, 2)
+        cout = w.shape[0]
+        # PatchConcat orders a patch's channels as (dy * 2 + dx) * C + c
+        w2 = w.transpose(0, 2, 3, 1).reshape(cout, -1)
+        qmax = (1 << (self.spec.weight_bits - 1)) - 1
+        wscale = np.abs(w2).max(axis=1) / qmax
+        wscale[wscale == 0] = 1.0
+        w_int = np.floor(w2 / wscale[:, None] + 0.5).astype(np.int64)
+        self.net.p[pre + ".proj"] = dict(w=w_int, bias=np.zeros(cout, dtype=np.int64))
+        s, b = bn_affine(ds.norm)
+        acc = Fmt(int_fmt(int(np.abs(w_int).sum(axis=1).max()) << (xn.bits - 1)).bits, xn.frac)
+        return self.affine(pre + ".norm", [(acc, s * wscale)], b + _np(ds.pos)[0], self.fmt(pre + ".out", pre + ":out"))

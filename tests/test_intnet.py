@@ -85,11 +85,12 @@ def test_layer_report_pairs_kernels_with_float_activations(shipped):
 
 
 def test_unsupported_variants_are_refused_clearly():
+    """(every refusal, block by block: tests/test_model_configs.py)"""
+    from hw.support import UnsupportedModelError
     from model.registry import create_model
-    for overrides, words in [({"attn_quant": "lsq"}, "QD attention"), ({"downsample": "fp"}, "binary downsampling")]:
-        model = create_model("bhvit_pynq_fmnist", **overrides).eval()
-        with pytest.raises(NotImplementedError, match=words):
-            IntNet.from_model(model, torch.zeros(2, 1, 32, 32, dtype=torch.uint8), (0.5,), (0.5,))
+    model = create_model("bhvit_pynq_fmnist", attn_quant="lsq").eval()
+    with pytest.raises(UnsupportedModelError, match="QD attention|quantization-decomposition"):
+        IntNet.from_model(model, torch.zeros(2, 1, 32, 32, dtype=torch.uint8), (0.5,), (0.5,))
 
 
 def test_missing_or_corrupted_integer_model(tmp_path):
