@@ -24,7 +24,9 @@ CKPT    ?= checkpoints/bhvit_pynq_fmnist/model.pt
 TRAIN_ARGS ?=
 # torch.compile for training steps: ~1.8x faster on this CPU after a few minutes of compiling.
 COMPILE ?= 1
-ACT_BITS ?= 10
+# ACT_BITS=N keeps the residual stream at N bits; unset, the fold starts at 10 and widens where the
+# model loses more than a point of top-1 (hw/formats.py)
+ACT_BITS ?=
 GOLDEN_ARGS ?=
 EXPORT_ARGS ?=
 BOARD   ?= pynq-z2
@@ -38,6 +40,8 @@ TEST_JOBS ?= 2
 HLS_CKPT := $(if $(filter command line environment,$(origin CKPT)),$(CKPT),$(if $(CONFIG),runs/$(MODEL_NAME)/last.pt,$(if $(filter command line environment,$(origin MODEL)),checkpoints/$(MODEL)/model.pt,$(CKPT))))
 QAT_ARGS ?=
 DATA_ARG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+# the hw flows take the checkpoint's data set (and folder) unless DATA / DATA_DIR are given
+HW_ARGS := $(if $(ACT_BITS),--act-bits $(ACT_BITS),) $(if $(filter command line environment,$(origin DATA)),--data $(DATA),) $(DATA_ARG)
 ifeq ($(NPROC),1)
   LAUNCH := $(PY) -m model.train
 else
@@ -49,7 +53,7 @@ help:
 	@echo "make demo      set-up, a short training, evaluation, and the dataflow export of the shipped model"
 	@echo "make train     MODEL=$(MODEL) | CONFIG=my_model.json  DATA=$(DATA) EPOCHS=$(EPOCHS) [NPROC=N] [TEACHER=none]"
 	@echo "make eval      CKPT=$(CKPT) DATA=$(DATA)"
-	@echo "make golden    CKPT=$(CKPT) ACT_BITS=$(ACT_BITS): fold into the integer (golden) model, float vs integer top-1"
+	@echo "make golden    CKPT=$(CKPT) [ACT_BITS=N]: fold into the integer (golden) model, float vs integer top-1"
 	@echo "make qat       CKPT=$(CKPT): fine-tune the integer network through its hardware-exact PyTorch form"
 	@echo "make export    CKPT=$(CKPT): FINN-form dataflow ONNX graph, verified bit-exact against golden, + cost report"
 	@echo "make hls       BOARD=$(BOARD) [MODEL=...] [HLS_ARGS=...]: HLS project (C++, Vitis HLS + Vivado Tcl), C simulation vs golden"
@@ -81,19 +85,19 @@ eval: setup
 	$(PY) -m model.evaluate --ckpt $(HLS_CKPT) --data $(DATA) $(DATA_ARG)
 
 golden: setup
-	$(PY) -m hw.golden --ckpt $(HLS_CKPT) --act-bits $(ACT_BITS) $(GOLDEN_ARGS)
+	$(PY) -m hw.golden --ckpt $(HLS_CKPT) $(HW_ARGS) $(GOLDEN_ARGS)
 
 qat: setup
-	$(PY) -m hw.qat --ckpt $(HLS_CKPT) --act-bits $(ACT_BITS) $(QAT_ARGS)
+	$(PY) -m hw.qat --ckpt $(HLS_CKPT) $(HW_ARGS) $(QAT_ARGS)
 
 export: setup
-	$(PY) -m hw.export --ckpt $(HLS_CKPT) --act-bits $(ACT_BITS) $(EXPORT_ARGS)
+	$(PY) -m hw.export --ckpt $(HLS_CKPT) $(HW_ARGS) $(EXPORT_ARGS)
 
 hls: setup
-	$(PY) -m flows.hls --board $(BOARD) --ckpt $(HLS_CKPT) --act-bits $(ACT_BITS) $(HLS_ARGS)
+	$(PY) -m flows.hls --board $(BOARD) --ckpt $(HLS_CKPT) $(HW_ARGS) $(HLS_ARGS)
 
 sim: setup
-	$(PY) -m flows.sim --board $(BOARD) --ckpt $(HLS_CKPT) --act-bits $(ACT_BITS) $(SIM_ARGS)
+	$(PY) -m flows.sim --board $(BOARD) --ckpt $(HLS_CKPT) $(HW_ARGS) $(SIM_ARGS)
 
 test: setup
 	$(PY) -m pytest tests/ --golden -q --durations=10 -n $(TEST_JOBS) --dist loadgroup
@@ -117,7 +121,7 @@ PYNQ_HOST ?=
 DEPLOY_ARGS ?=
 .PHONY: bitstream deploy
 bitstream: setup
-	$(PY) -m flows.bitstream --board $(BOARD) --backend $(BACKEND) --ckpt $(HLS_CKPT) --act-bits $(ACT_BITS) $(BITSTREAM_ARGS)
+	$(PY) -m flows.bitstream --board $(BOARD) --backend $(BACKEND) --ckpt $(HLS_CKPT) $(HW_ARGS) $(BITSTREAM_ARGS)
 
 deploy: setup
 	$(PY) -m flows.deploy --board $(BOARD) --model $(MODEL_NAME) --host "$(PYNQ_HOST)" $(DEPLOY_ARGS)

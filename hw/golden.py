@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -90,12 +91,14 @@ def main(argv=None) -> int:
     rows = layer_report(model, net, test.images[:32])
     res.update(model=name, checkpoint=str(a.ckpt), data=data, spec=spec.__dict__, calib_images=a.calib,
                fold_seconds=round(fold_s, 1), eval_seconds=round(time.time() - t0, 1),
+               formats=None if inp.formats is None else asdict(inp.formats),
                layers=rows, command="python -m hw.golden " + " ".join(argv if argv is not None else sys.argv[1:]))
     atomic_write_bytes(out / "report.json", lambda fh: fh.write(json.dumps(res, indent=2).encode()))
     md = [f"# Golden integer model of {name}", "",
           f"Command: `{res['command']}`", "",
           "| images | float top-1 | integer top-1 | agreement |", "|---|---|---|---|",
           f"| {res['images']} | {res['float_top1']:.2f}% | {res['int_top1']:.2f}% | {res['agreement']:.2f}% |", "",
+          *([f"Format check: {inp.formats.summary()}.", ""] if inp.formats is not None else []),
           f"Formats: act {spec.act_bits} bit, pre-activation {spec.pre_bits} bit, multipliers "
           f"{spec.mult_bits} bit, accumulators <= {spec.acc_bits} bit. Per-kernel SQNR on 32 test "
           f"images (errors accumulate along the network):", "", "```", format_report(rows), "```", ""]

@@ -99,7 +99,10 @@ def calibrate(model, images: torch.Tensor, batch: int = 256, quantile: float = 1
         if quantile >= 1.0 or a.numel() < 2:
             m = float(a.max())
         else:
-            m = float(a.kthvalue(max(1, min(a.numel(), math.ceil(quantile * a.numel()))))[0])
+            # the k-th smallest is the (n - k + 1)-th largest: topk of a few values is ~20x faster
+            # than kthvalue over the whole tensor, and the same number
+            k = max(1, min(a.numel(), math.ceil(quantile * a.numel())))
+            m = float(a.topk(a.numel() - k + 1).values[-1])
         stats[key] = max(stats.get(key, 0.0), m)
 
     def hook(name):
@@ -125,6 +128,13 @@ def calibrate(model, images: torch.Tensor, batch: int = 256, quantile: float = 1
     return stats
 
 
+def calibration_stats(model, images_u8: torch.Tensor, mean, std, quantile: float) -> dict:
+    """``calibrate`` on uint8 images, normalised as the model was trained."""
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return calibrate(model, (images_u8.float() / 255.0 - mean_t) / std_t, quantile=quantile)
+
+
 # --------------------------------------------------------------------------- the network
 class IntNet:
     """Integer parameters (``self.p``), formats (``self.fmt``) and the executor."""
@@ -136,13 +146,15 @@ class IntNet:
 
     # ------------------------------------------------------------------ folding
     @classmethod
-    def from_model(cls, model, calib_images_u8: torch.Tensor, mean, std, spec: QuantSpec | None = None):
+    def from_model(cls, model, calib_images_u8: torch.Tensor, mean, std, spec: QuantSpec | None = None,
+                   stats: dict | None = None):
+        """Fold ``model``; ``stats``: the ranges ``calibrate`` found on these images at this
+        spec's quantile, when the caller has them already (folds at several widths)."""
         from .support import check_supported
         check_supported(model.cfg)
         spec = spec or QuantSpec()
-        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        stats = calibrate(model, (calib_images_u8.float() / 255.0 - mean_t) / std_t, quantile=spec.calib_quantile)
+        if stats is None:
+            stats = calibration_stats(model, calib_images_u8, mean, std, spec.calib_quantile)
         net = cls(model.cfg, spec, {}, {}, tuple(mean), tuple(std))
         _Folder(net, model, stats).fold()
         return net

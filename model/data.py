@@ -1,5 +1,6 @@
 """Datasets: Fashion-MNIST (default, fetched from Debian's package when absent),
-CIFAR-10 (torchvision's python pickle layout) and ImageFolder trees (ImageNet).
+CIFAR-10 (torchvision's python pickle layout) and image folders (ImageNet, or any
+root/train|val/<class>/<image> tree).
 
 Small data sets are held in memory as uint8 tensors and batched by
 :class:`TensorLoader`, which shards across data-parallel ranks and derives its
@@ -134,24 +135,58 @@ def load_cifar10(split: str, root: Path) -> Split:
 
 
 # --------------------------------------------------------------------------- ImageFolder
+IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+# ImageNet statistics for RGB folders; their luminance mix for a 1-channel model
+RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+GREY_MEAN, GREY_STD = (0.449,), (0.226,)
+# Folders of images this small are decoded once into memory and batched like CIFAR-10
+IN_MEMORY_MAX_SIZE = 64
+
+
+def _folder_items(root: Path, split: str):
+    base = Path(root) / ("train" if split == "train" else "val")
+    if not base.is_dir():
+        raise DataError(f"image folder: {base} does not exist. Expected {root}/train/<class>/<image> and "
+                        f"{root}/val/<class>/<image> (torchvision's ImageFolder layout; "
+                        "'python -m model.data to-imagefolder' writes one from Fashion-MNIST).")
+    classes = sorted(d.name for d in base.iterdir() if d.is_dir())
+    items = [(p, i) for i, c in enumerate(classes) for p in sorted((base / c).iterdir())
+             if p.suffix.lower() in IMAGE_EXT]
+    if not items:
+        raise DataError(f"image folder: no images ({', '.join(sorted(IMAGE_EXT))}) under {base}/<class>/")
+    return classes, items
+
+
+def _decode(path: Path, mode: str):
+    from PIL import Image
+    try:
+        return Image.open(path).convert(mode)
+    except OSError as exc:
+        raise DataError(f"image folder: cannot read {path}: {exc}") from None
+
+
+def _centre_crop(img, size: int):
+    """Evaluation view: resize to size/0.875 and cut the centre (images already
+    of the model's size are taken as they are)."""
+    from PIL import Image
+    if img.size == (size, size):
+        return img
+    s = int(size / 0.875)
+    img = img.resize((s, s), Image.BILINEAR)
+    o = (s - size) // 2
+    return img.crop((o, o, o + size, o + size))
+
+
 class ImageFolderData(torch.utils.data.Dataset):
     """root/<split>/<class>/<image>: torchvision's ImageFolder layout, decoded
-    with Pillow; train uses a random resized crop + flip, eval a centre crop."""
+    with Pillow as RGB (or greyscale for a 1-channel model); train uses a random
+    resized crop + flip, eval a centre crop."""
 
-    EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG"}
-
-    def __init__(self, root: Path, split: str, size: int):
-        base = Path(root) / ("train" if split == "train" else "val")
-        if not base.is_dir():
-            raise DataError(f"ImageFolder data: {base} does not exist. Expected {root}/train/<class>/*.jpg "
-                            f"and {root}/val/<class>/*.jpg.")
-        self.classes = sorted(d.name for d in base.iterdir() if d.is_dir())
-        self.items = [(p, i) for i, c in enumerate(self.classes) for p in sorted((base / c).iterdir())
-                      if p.suffix in self.EXT]
-        if not self.items:
-            raise DataError(f"ImageFolder data: no images under {base}")
+    def __init__(self, root: Path, split: str, size: int, channels: int = 3):
+        self.classes, self.items = _folder_items(root, split)
         self.train, self.size = split == "train", size
-        self.mean, self.std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+        self.mode = "L" if channels == 1 else "RGB"
+        self.mean, self.std = (GREY_MEAN, GREY_STD) if channels == 1 else (RGB_MEAN, RGB_STD)
         self.rng = np.random.default_rng(0)
 
     def __len__(self):
@@ -160,7 +195,7 @@ class ImageFolderData(torch.utils.data.Dataset):
     def __getitem__(self, i):
         from PIL import Image
         path, label = self.items[i]
-        img = Image.open(path).convert("RGB")
+        img = _decode(path, self.mode)
         w, h = img.size
         if self.train:
             area = w * h * self.rng.uniform(0.08, 1.0)
@@ -172,12 +207,61 @@ class ImageFolderData(torch.utils.data.Dataset):
             if self.rng.random() < 0.5:
                 img = img.transpose(Image.FLIP_LEFT_RIGHT)
         else:
-            s = int(self.size / 0.875)
-            img = img.resize((s, s), Image.BILINEAR)
-            o = (s - self.size) // 2
-            img = img.crop((o, o, o + self.size, o + self.size))
-        x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
-        return x, label
+            img = _centre_crop(img, self.size)
+        return _to_tensor(img), label
+
+
+def _to_tensor(img) -> torch.Tensor:
+    a = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(a[:, :, None].copy() if a.ndim == 2 else a.copy()).permute(2, 0, 1)
+
+
+def load_image_folder(root: Path, split: str, size: int, channels: int = 3, limit: int = 0) -> Split:
+    """An image folder decoded into memory at the model's size (centre crop).
+
+    ``limit`` > 0 keeps that many images drawn with a fixed seed across all
+    classes (the files are sorted by class, so the first N would be one class):
+    the hw flows need a few hundred calibration and test images, not all of ImageNet."""
+    _, items = _folder_items(root, split)
+    if 0 < limit < len(items):
+        keep = np.sort(np.random.default_rng(0).permutation(len(items))[:limit])
+        items = [items[i] for i in keep]
+    mode = "L" if channels == 1 else "RGB"
+    imgs = torch.stack([_to_tensor(_centre_crop(_decode(p, mode), size)) for p, _ in items])
+    labels = torch.tensor([c for _, c in items], dtype=torch.int64)
+    mean, std = (GREY_MEAN, GREY_STD) if channels == 1 else (RGB_MEAN, RGB_STD)
+    return Split(imgs, labels, mean, std)
+
+
+def write_image_folder(data: Split, classes, out: Path, split: str, colour: bool, seed: int = 0,
+                       progress: bool = True) -> int:
+    """Write a data set as an image folder (PNG files, out/<train|val>/<class>/).
+
+    With ``colour`` each greyscale image becomes RGB: a random dark background
+    colour blended with a random bright foreground colour by the grey level, so
+    that a 3-channel model sees colour that carries no label (the shapes do).
+    Files are written to a temporary folder and renamed into place at the end."""
+    from PIL import Image
+    from tqdm import tqdm
+    dest = Path(out) / ("train" if split == "train" else "val")
+    if dest.exists():
+        raise DataError(f"{dest} exists already; remove it or write to another folder")
+    tmp = dest.with_name(dest.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    rng = np.random.default_rng(seed)
+    imgs = data.images.numpy()
+    for c in classes:
+        (tmp / c).mkdir(parents=True, exist_ok=True)
+    for i in tqdm(range(len(imgs)), desc=f"[data] {dest}", disable=not progress, unit="img"):
+        a = imgs[i].transpose(1, 2, 0)
+        if colour and a.shape[2] == 1:
+            g = a.astype(np.float64) / 255.0
+            bg, fg = rng.uniform(0.0, 0.35, 3), rng.uniform(0.55, 1.0, 3)
+            a = np.round(255.0 * (bg * (1.0 - g) + fg * g)).astype(np.uint8)
+        img = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
+        img.save(tmp / classes[int(data.labels[i])] / f"{i:06d}.png")
+    os.replace(tmp, dest)
+    return len(imgs)
 
 
 # --------------------------------------------------------------------------- batching
@@ -242,26 +326,51 @@ class TensorLoader:
 
 
 DATASETS = ("fmnist", "cifar10", "imagefolder")
+CHANNELS = {"fmnist": 1, "cifar10": 3}
+# numbered so that an image folder's sorted class names keep Fashion-MNIST's label order
+FMNIST_CLASSES = ("0-t-shirt", "1-trouser", "2-pullover", "3-dress", "4-coat", "5-sandal", "6-shirt",
+                  "7-sneaker", "8-bag", "9-ankle-boot")
+WHERE_TO_GET = {
+    1: "DATA=fmnist (fetched here), or DATA=imagefolder DATA_DIR=<root with train/ and val/ class folders>",
+    3: "DATA=cifar10 DATA_DIR=<folder holding cifar-10-batches-py> or DATA=imagefolder DATA_DIR=<root with "
+       "train/ and val/ class folders>; neither ships here ('python -m model.data to-imagefolder --colour "
+       "--out data/fmnist-rgb' writes a colourised Fashion-MNIST folder to try the path)",
+}
 
 
-def load_split(name: str, split: str, data_dir=None, img_size: int = 32) -> Split:
+def check_channels(name: str, channels):
+    """A data set whose images have another channel count than the model takes
+    ends here, with the data sets that would fit."""
+    have = CHANNELS.get(name)
+    if channels is None or have is None or have == channels:
+        return
+    raise DataError(f"the model takes {channels}-channel images but data set '{name}' has {have}-channel "
+                    f"images. Pass {WHERE_TO_GET.get(channels, 'an image folder: DATA=imagefolder DATA_DIR=...')}.")
+
+
+def load_split(name: str, split: str, data_dir=None, img_size: int = 32, channels=None, limit: int = 0) -> Split:
+    """One split in memory (uint8 images).  ``channels``: the model's input
+    channels, checked against the data set; ``limit``: at most this many images
+    (for image folders, which may be large)."""
+    if name not in DATASETS:
+        raise DataError(f"unknown data set '{name}'. Known: {', '.join(DATASETS)}")
+    check_channels(name, channels)
     if name == "fmnist":
         return load_fashion_mnist(split, Path(data_dir) if data_dir else DEFAULT_ROOT, pad_to=img_size)
+    if not data_dir:
+        raise DataError(f"data set '{name}' needs DATA_DIR (--data-dir): " + (
+            "the folder holding cifar-10-batches-py (torchvision's download layout); it cannot be downloaded "
+            "here." if name == "cifar10" else "a root with train/<class>/ and val/<class>/ image folders."))
     if name == "cifar10":
-        if not data_dir:
-            raise DataError("CIFAR-10 needs DATA_DIR=<folder with cifar-10-batches-py>; it cannot be "
-                            "downloaded here.")
         return load_cifar10(split, data_dir)
-    raise DataError(f"unknown data set '{name}'. Known: {', '.join(DATASETS)}")
+    return load_image_folder(Path(data_dir), split, img_size, channels or 3, limit)
 
 
 def make_loader(name: str, split: str, batch_size: int, img_size: int, data_dir=None, seed: int = 0,
-                rank: int = 0, world: int = 1, workers: int = 0):
+                rank: int = 0, world: int = 1, workers: int = 0, channels=None):
     train = split == "train"
-    if name == "imagefolder":
-        if not data_dir:
-            raise DataError("imagefolder needs DATA_DIR=<root with train/ and val/ class folders>")
-        ds = ImageFolderData(Path(data_dir), split, img_size)
+    if name == "imagefolder" and data_dir and img_size > IN_MEMORY_MAX_SIZE:
+        ds = ImageFolderData(Path(data_dir), split, img_size, channels or 3)
         sampler = torch.utils.data.distributed.DistributedSampler(
             ds, num_replicas=world, rank=rank, shuffle=train, seed=seed, drop_last=train)
         loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
@@ -269,7 +378,8 @@ def make_loader(name: str, split: str, batch_size: int, img_size: int, data_dir=
         mean = torch.tensor(ds.mean).view(1, -1, 1, 1)
         std = torch.tensor(ds.std).view(1, -1, 1, 1)
         return _NormalizingLoader(loader, sampler, mean, std)
-    data = load_split(name, split, data_dir, img_size)
+    # small images (Fashion-MNIST, CIFAR-10, small image folders): decoded once, batched from memory
+    data = load_split(name, split, data_dir, img_size, channels)
     if data.images.shape[-1] != img_size:
         raise DataError(f"data set '{name}' has {data.images.shape[-1]}x{data.images.shape[-1]} images "
                         f"but the model expects {img_size}x{img_size}")
@@ -289,3 +399,34 @@ class _NormalizingLoader:
     def __iter__(self):
         for x, y in self.loader:
             yield (x.float() / 255.0 - self.mean) / self.std, y
+
+
+def main(argv=None) -> int:
+    """python -m model.data to-imagefolder: write Fashion-MNIST as an image folder."""
+    import argparse
+    import sys
+    p = argparse.ArgumentParser(prog="python -m model.data", description=main.__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("to-imagefolder", help="Fashion-MNIST as PNG files in train/ and val/ class folders")
+    w.add_argument("--out", required=True, help="root folder to create")
+    w.add_argument("--colour", action="store_true",
+                   help="RGB images: random background and foreground colour per image")
+    w.add_argument("--size", type=int, default=32, help="image size (28x28 zero-padded to this)")
+    w.add_argument("--limit", type=int, default=0, help="first N images of each split (0: all)")
+    w.add_argument("--data-dir", default=None)
+    a = p.parse_args(argv)
+    try:
+        for split in ("train", "test"):
+            d = load_fashion_mnist(split, Path(a.data_dir) if a.data_dir else DEFAULT_ROOT, pad_to=a.size)
+            if a.limit:
+                d = Split(d.images[:a.limit], d.labels[:a.limit], d.mean, d.std)
+            n = write_image_folder(d, FMNIST_CLASSES, Path(a.out), split, a.colour, seed=0 if split == "train" else 1)
+            print(f"[data] {n} images -> {Path(a.out) / ('train' if split == 'train' else 'val')}")
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     try:
         model, ck = model_from_checkpoint(args.ckpt)
         data = args.data or ck.get("data", "fmnist")
-        loader = make_loader(data, "test", 500, model.cfg.img_size, args.data_dir)
+        loader = make_loader(data, "test", 500, model.cfg.img_size, args.data_dir, channels=model.cfg.in_chans)
     except (CheckpointError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -185,9 +185,9 @@ class Trainer:
         cfg = self.cfg
         torch.manual_seed(args.seed)
         self.train_loader = make_loader(args.data, "train", args.batch_size, cfg.img_size, args.data_dir, args.seed,
-                                        self.rank, self.world)
+                                        self.rank, self.world, channels=cfg.in_chans)
         self.test_loader = make_loader(args.data, "test", 500, cfg.img_size, args.data_dir, args.seed, self.rank,
-                                       self.world)
+                                       self.world, channels=cfg.in_chans)
         self.teacher = self.load_teacher()
         # Compiled wrappers share their parameters with the modules; checkpoints, evaluation and
         # the regularisation loss use the modules themselves, so nothing downstream sees a wrapper.

@@ -111,6 +111,10 @@ def test_golden_cli_writes_report(tmp_path):
     assert rep["images"] == 40 and 0 <= rep["int_top1"] <= 100 and rep["layers"]
     assert (tmp_path / "intnet.npz").exists() and (tmp_path / "layers.png").exists()
     assert "integer (golden) top-1" in r.stdout
+    # the fold checked itself on held-back training images and kept the shipped model's formats
+    f = rep["formats"]
+    assert f["images"] == 1000 and (f["act_bits"], f["calib_quantile"]) == (10, 0.9999) and not f["widened"]
+    assert rep["spec"]["act_bits"] == 10 and "Format check: act 10 bit" in (tmp_path / "report.md").read_text()
     bad = subprocess.run([sys.executable, "-m", "hw.golden", "--ckpt", str(tmp_path / "nope.pt")], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "does not exist" in bad.stderr
