@@ -148,9 +148,10 @@ class _Builder:
                        dict(stride=cfg.stem_patch, H=size, W=size), dict(w=w))
         h = w_ = size // cfg.stem_patch
         z = self.affine("stem.affine", acc)
-        g = self.add("Lut", "stem.gelu", [z], f"INT{spec.act_bits}", dict(in_bits=spec.lut_bits),
-                     dict(table=self.p["stem.gelu"]["table"]))
-        t = self.affine("stem.pos", g)
+        if cfg.stem_gelu:
+            z = self.add("Lut", "stem.gelu", [z], f"INT{spec.act_bits}", dict(in_bits=spec.lut_bits),
+                         dict(table=self.p["stem.gelu"]["table"]))
+        t = self.affine("stem.pos", z)
         for s in range(len(cfg.dims)):
             for i in range(cfg.depths[s]):
                 t = self.block(f"stages.{s}.{i}", s, t, h, w_)

@@ -324,14 +324,17 @@ class _Folder:
         wscale[wscale == 0] = 1.0
         w_int = np.floor(w_eff / wscale.reshape(-1, 1, 1, 1) + 0.5).astype(np.int64)
         self.net.p["stem.conv"] = dict(w=w_int)
-        zf = self.fmt("stem.z", "stem.norm:out", spec.lut_bits)
+        # with GELU the affine feeds the GELU table (lut_bits of address); without, the position add
+        zf = self.fmt("stem.z", "stem.norm:out", spec.lut_bits if cfg.stem_gelu else None)
         self.affine("stem.affine", [(int_fmt(int(np.abs(w_int).sum(axis=(1, 2, 3)).max()) * 255), s_bn * wscale)], s_bn * b_eff + b_bn, zf)
-        gf = self.fmt("stem.gelu", "stem.gelu:out")
-        codes = np.arange(-(1 << (spec.lut_bits - 1)), 1 << (spec.lut_bits - 1), dtype=np.float64)
-        real = codes * 2.0 ** -zf.frac
-        gelu = 0.5 * real * (1.0 + np.vectorize(math.erf)(real / math.sqrt(2.0)))
-        table = np.clip(np.floor(gelu * 2.0 ** gf.frac + 0.5), gf.lo, gf.hi).astype(np.int64)
-        self.net.p["stem.gelu"] = dict(table=table)
+        gf = zf
+        if cfg.stem_gelu:
+            gf = self.fmt("stem.gelu", "stem.gelu:out")
+            codes = np.arange(-(1 << (spec.lut_bits - 1)), 1 << (spec.lut_bits - 1), dtype=np.float64)
+            real = codes * 2.0 ** -zf.frac
+            gelu = 0.5 * real * (1.0 + np.vectorize(math.erf)(real / math.sqrt(2.0)))
+            table = np.clip(np.floor(gelu * 2.0 ** gf.frac + 0.5), gf.lo, gf.hi).astype(np.int64)
+            self.net.p["stem.gelu"] = dict(table=table)
         tf = self.fmt("stem.out", "stem:out")
         pos = _np(m.stem.pos)[0]                             # (C, H, W) -> tokens (N, C)
         pos = pos.reshape(pos.shape[0], -1).T

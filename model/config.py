@@ -82,7 +82,9 @@ class ViTConfig:
                 if any(not _is(x, kind) for x in v):
                     raise ConfigError(k, list(v), f"must hold {kind.__name__} values, like {list(default)}")
             elif not _is(v, type(default)):
-                raise ConfigError(k, v, f"must be a {type(default).__name__}, like {default!r}")
+                kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+                raise ConfigError(k, v, f"must be {kind.get(type(default).__name__, type(default).__name__)}, "
+                                        f"like {default!r}")
             out[k] = v
         return cls(**out)
 

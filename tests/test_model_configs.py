@@ -42,7 +42,7 @@ INVALID = [
     (dict(dims=[32, 48, 96, 192]), "dims", "48 is not a multiple of 32"),
     (dict(downsample="avg"), "downsample", "'fp' or 'binary'"),
     (dict(num_classes=0), "num_classes", "positive integer"),
-    (dict(binary="yes"), "binary", "must be a bool"),
+    (dict(binary="yes"), "binary", "must be true or false"),
 ]
 
 
