@@ -180,8 +180,8 @@ class _Builder:
         gs = self.add("GroupSumChannels", pre + ".mlp.pool", [u], sint(r * dtype_max_abs(self.dt[u])), dict(ratio=r))
         v = self.unit(pre + ".mlp.fc2", u, gs, [1, h * w])
         branches = []
-        for kind, axis, reach in (("box", "h", 1), ("box", "w", 1), ("mix", "", 1),
-                                  ("box", "h", 2), ("box", "w", 2), ("mix", "", 2)):
+        shifts = (("box", "h", 1), ("box", "w", 1), ("mix", "", 1), ("box", "h", 2), ("box", "w", 2), ("mix", "", 2))
+        for kind, axis, reach in shifts if cfg.shift_branches else ():
             bname = f"{pre}.shift.{kind}{axis}{reach}"
             mx = dtype_max_abs(self.dt[n2]) * (2 * reach + 1 if kind == "box" else 1)
             branches.append(self.add("ShiftBranch", bname, [n2], sint(mx),

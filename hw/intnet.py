@@ -386,12 +386,13 @@ class _Folder:
         u = self.unit(pre + ".mlp.fc1", n2, 1.0)
         v = self.unit(pre + ".mlp.fc2", u, 1.0 / r)
         ls = blk.mlp.ls
-        sh = blk.shifts.ls
         ins = [(yf, np.ones(cfg.dims[s])), (v, _np(ls.alpha))]
         bias = _np(ls.move).copy()
-        for name, div in (("h1", 3), ("w1", 3), ("ch1", 1), ("h2", 5), ("w2", 5), ("ch2", 1)):
-            ins.append((n2, _np(sh[name].alpha) / div))
-            bias = bias + _np(sh[name].move)
+        if blk.shifts is not None:
+            sh = blk.shifts.ls
+            for name, div in (("h1", 3), ("w1", 3), ("ch1", 1), ("h2", 5), ("w2", 5), ("ch2", 1)):
+                ins.append((n2, _np(sh[name].alpha) / div))
+                bias = bias + _np(sh[name].move)
         return self.affine(pre + ".out", ins, bias, self.fmt(pre + ".out", pre + ":out"))
 
     def msmha(self, pre, s, tf, n1, yf):

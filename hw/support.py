@@ -41,9 +41,6 @@ def unsupported(cfg) -> List[str]:
         out.append(f"config field 'norm' = {cfg.norm!r}: the residual stream's norms fold into per-channel "
                    f"affine kernels only as BatchNorm (a LayerNorm there would need a token-wise IntLayerNorm "
                    f"on every block); use norm='batchnorm'")
-    if not cfg.shift_branches:
-        out.append("every block: shift_branches=False is not lowered; each block's output affine sums the "
-                   "six shift branches")
     for s, mixer in enumerate(cfg.mixers):
         blocks = _blocks(cfg, s)
         if not blocks:

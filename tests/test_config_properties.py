@@ -11,7 +11,7 @@ the same integers in every form of the flow:
 The strategies draw the structural choices the issue lists: several blocks per stage, several
 attention windows per map, pooled tokens from several windows, head counts and dimensions,
 MLP ratios, MSGDC or MSMHA per stage, binary or FP downsampling, 1 or 3 input channels, input
-sizes, class counts, a stem with or without GELU.
+sizes, class counts, a stem with or without GELU, blocks with or without shift branches.
 """
 import shutil
 
@@ -61,7 +61,8 @@ def configs(draw, max_stages=4, max_img=32, widths=(8, 16), max_depth=2):
         window=tuple(window), pool_kernel=tuple(pool), kv_reduction=(1,) * n,
         dilations=tuple(draw(st.sampled_from([(1,), (1, 2), (1, 3, 5)]))),
         conv_groups=draw(st.sampled_from([g for g in (1, 2, 4) if c0 % g == 0])),
-        downsample=draw(st.sampled_from(["binary", "fp"])), stem_gelu=draw(st.booleans()))
+        downsample=draw(st.sampled_from(["binary", "fp"])), stem_gelu=draw(st.booleans()),
+        shift_branches=draw(st.booleans()))
 
 
 def fold(cfg, seed, n_calib=8):
@@ -100,6 +101,7 @@ def test_golden_onnx_and_pytorch_forms_agree_on_any_supported_configuration(cfg,
     n_att = sum(d for d, m in zip(cfg.depths, cfg.mixers) if m == "msmha")
     assert sum(n.op == "QDAttention" for n in net.graph.nodes) == n_att
     assert any(n.name == "stem.gelu" for n in net.graph.nodes) == cfg.stem_gelu
+    assert sum(n.op == "ShiftBranch" for n in net.graph.nodes) == 6 * sum(cfg.depths) * cfg.shift_branches
 
 
 FIELDS_TO_BREAK = st.sampled_from([
