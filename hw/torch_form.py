@@ -70,3 +70,17 @@ def binary_act():
     from brevitas.nn import QuantIdentity
     from brevitas.quant import SignedBinaryActPerTensorConst
     return QuantIdentity(act_quant=SignedBinaryActPerTensorConst, return_quant_tensor=False)
+
+
+def shifted(x, s: int, dim: int, pad: str = "circular"):
+    """x moved by s along dim: torch.roll, or with zeros coming in (pad "zero"), as
+    hw.kernels.shift.shifted."""
+    y = torch.roll(x, s, dim)
+    if pad == "zero" and s:
+        n = y.shape[dim]
+        idx = torch.arange(n)
+        keep = (idx >= s) if s > 0 else (idx < n + s)
+        shape = [1] * y.dim()
+        shape[dim] = n
+        y = y * keep.view(shape).to(y.dtype)
+    return y

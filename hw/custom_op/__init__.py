@@ -44,8 +44,9 @@ class HwCustomOp(CustomOp):
 
     def get_nodeattr_types(self):
         d = dict(COMMON)
+        optional = REGISTRY[self.op_type].optional_attrs
         for k, t in self.attr_types.items():
-            d[k] = (t, True, [] if t == "ints" else ("" if t == "s" else 0))
+            d[k] = (t, k not in optional, [] if t == "ints" else ("" if t == "s" else 0))
         return d
 
     def node_attrs(self) -> dict:

@@ -25,17 +25,31 @@ def exp_table(d: int, prob_bits: int = 16, temperature: float | None = None):
     return np.floor(2.0 ** prob_bits * np.exp((s - d) / t) + 0.5).astype(np.int64)
 
 
-def qd_attention(qb, kb, vb, table, levels: int = 3):
+def level_thresholds(levels: int, num1=None, step=None, den=None) -> tuple:
+    """(den, [num_sigma]) of the level compares den * E_j >= num_sigma * total.
+
+    QD (the default): den = 2 L, num_sigma = 2 sigma - 1, i.e. round(L * A) >= sigma - 1/2.
+    Any other quantiser whose levels are an arithmetic progression of thresholds on A
+    (num1 / den, (num1 + step) / den, ...) takes its own num1, step and den: BinaryViT's
+    c * clip(round(A / c), 0, 1) is one level at A >= c / 2."""
+    if num1 is None:
+        return 2 * levels, [2 * sigma - 1 for sigma in range(1, levels + 1)]
+    return int(den), [int(num1) + (sigma - 1) * int(step) for sigma in range(1, levels + 1)]
+
+
+def qd_attention(qb, kb, vb, table, levels: int = 3, num1=None, step=None, den=None):
     """qb (..., n, d), kb (..., m, d), vb (..., m, dv), all +-1 -> (..., n, dv) int64.
 
-    Returns the integer context sum_j level_ij * v_j (real value / levels)."""
+    Returns the integer context sum_j level_ij * v_j (level_ij = #{sigma : den E_ij >= num_sigma
+    total_i}, see :func:`level_thresholds`; the real value is context / levels for QD)."""
     d = qb.shape[-1]
     scores = np.rint(qb.astype(np.float32) @ np.swapaxes(kb, -1, -2).astype(np.float32)).astype(np.int64)
     e = np.asarray(table, dtype=np.int64)[scores + d]
     total = e.sum(-1, keepdims=True)
+    den, nums = level_thresholds(levels, num1, step, den)
     lev = np.zeros_like(e)
-    for sigma in range(1, levels + 1):
-        lev += (2 * levels * e >= (2 * sigma - 1) * total)
+    for num in nums:
+        lev += (den * e >= num * total)
     return np.rint(lev.astype(np.float32) @ vb.astype(np.float32)).astype(np.int64)
 
 

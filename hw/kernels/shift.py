@@ -1,4 +1,5 @@
-"""The shift unit: circular box sums along H or W and channel-mix rolls.
+"""The shift unit: box sums along H or W (circular as BHViT's torch.roll, or zero-padded as
+BinaryViT's average pools) and channel-mix rolls.
 
 Pure data movement plus adds on a (B, C, H, W) map; the division by 3 or 5
 of the box filters is folded into the LayerScale multiplier that follows, so
@@ -8,12 +9,23 @@ from __future__ import annotations
 import numpy as np
 
 
-def box_sum(x, reach: int, axis: int):
-    """sum_{s=-reach..reach} roll(x, s, axis) (circular, as torch.roll)."""
+def shifted(x, s: int, axis: int, pad: str = "circular"):
+    """x moved by s along axis: np.roll (pad "circular", BHViT's torch.roll) or with zeros
+    coming in (pad "zero", BinaryViT's zero-padded average pools)."""
+    y = np.roll(x, s, axis=axis)
+    if pad == "zero" and s:
+        idx = [slice(None)] * y.ndim
+        idx[axis] = slice(0, s) if s > 0 else slice(s, None)
+        y[tuple(idx)] = 0
+    return y
+
+
+def box_sum(x, reach: int, axis: int, pad: str = "circular"):
+    """sum_{s=-reach..reach} x shifted by s along axis (circular as torch.roll, or zero-padded)."""
     x = np.asarray(x, dtype=np.int64)
     acc = x.copy()
     for s in range(1, reach + 1):
-        acc += np.roll(x, s, axis=axis) + np.roll(x, -s, axis=axis)
+        acc += shifted(x, s, axis, pad) + shifted(x, -s, axis, pad)
     return acc
 
 
@@ -34,16 +46,16 @@ def channel_mix(x, s: int):
 CROSS_TAPS = ((0, 0), (-1, 0), (1, 0), (-2, 0), (2, 0), (0, -1), (0, 1), (0, -2), (0, 2))
 
 
-def cross_conv(x, coef):
-    """Circular depthwise convolution over CROSS_TAPS: y[c] = sum_t coef[c, t] * x[c] shifted by tap t
-    (exact int64).  x (B, C, H, W), coef (C, len(CROSS_TAPS))."""
+def cross_conv(x, coef, pad: str = "circular"):
+    """Depthwise convolution over CROSS_TAPS, circular or zero-padded: y[c] = sum_t coef[c, t] *
+    x[c] shifted by tap t (exact int64).  x (B, C, H, W), coef (C, len(CROSS_TAPS))."""
     x = np.asarray(x, dtype=np.int64)
     coef = np.asarray(coef, dtype=np.int64)
     if coef.shape != (x.shape[1], len(CROSS_TAPS)):
         raise ValueError(f"cross_conv: coef has shape {coef.shape}, expected ({x.shape[1]}, {len(CROSS_TAPS)})")
     acc = np.zeros_like(x)
     for t, (dh, dw) in enumerate(CROSS_TAPS):
-        acc += coef[None, :, t, None, None] * np.roll(x, (-dh, -dw), axis=(2, 3))
+        acc += coef[None, :, t, None, None] * shifted(shifted(x, -dh, 2, pad), -dw, 3, pad)
     return acc
 
 

@@ -121,6 +121,9 @@ class HwOp:
     domain: ClassVar[str] = DOMAIN
     # ONNX attributes of the op (name -> "i" | "ints" | "s") besides PE, out_dtype, param_names
     attr_types: ClassVar[dict] = {}
+    # attributes a node may leave out (qonnx then reads 0 / ""): variants added after the op's
+    # first form, so that the graphs and ONNX files of that form stay as they were
+    optional_attrs: ClassVar[tuple] = ()
 
     # ---- traits
     weight_bits: ClassVar[int | None] = None   # bits per weight of its weight ROM (None: no weights)

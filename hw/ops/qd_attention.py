@@ -2,8 +2,12 @@
 
 Scores Q_b K_b^T by XNOR-popcount (2d+1 values), softmax numerators from an exp table, the QD
 levels sum_sigma [levels * 2 e >= (2 sigma - 1) * sum e] by integer compares (paper eq. 10-11),
-then context = levels x V_b (hw/kernels/attention.py qd_attention).  Inputs one word of C bits
-per token; output one word of C / heads contexts per (token, head); PE keys per cycle.
+then context = levels x V_b (hw/kernels/attention.py qd_attention).  Other quantisers whose
+level thresholds on the softmax form an arithmetic progression set ``num1``, ``step`` and ``den``
+(level sigma: den e >= (num1 + (sigma - 1) step) sum e; den 0, the default, is QD's): BinaryViT's
+c clip(round(A / c), 0, 1) is one level with num1 / den = c / 2.  A window has n queries and
+m keys / values (m < n where the keys come from pooled tokens).  Inputs one word of C bits
+per token; output one word of C / heads contexts per (query, head); PE keys per cycle.
 HLS: ``bhvit::qd_attention`` (bhvit_attention.hpp); RTL: qd_attention.sv.j2.
 """
 from __future__ import annotations
@@ -21,7 +25,15 @@ from .base import HwOp, check_fold, register
 @register
 class QDAttention(HwOp):
     op_type = "QDAttention"
-    attr_types = {"heads": "i", "levels": "i"}
+    attr_types = {"heads": "i", "levels": "i", "num1": "i", "step": "i", "den": "i"}
+    optional_attrs = ("num1", "step", "den")
+
+    def thresholds(self) -> tuple:
+        """(num1, step, den) of the level compares; QD's when ``den`` is unset (0)."""
+        a = self.attrs
+        if not a.get("den"):
+            return 1, 2, 2 * a["levels"]
+        return int(a["num1"]), int(a["step"]), int(a["den"])
 
     def split(self, t):
         bw, n, c = t.shape
@@ -29,7 +41,9 @@ class QDAttention(HwOp):
         return t.reshape(bw, n, heads, c // heads).transpose(0, 2, 1, 3).astype(np.int8)
 
     def execute(self, qb, kb, vb):
-        ctx = K.qd_attention(self.split(qb), self.split(kb), self.split(vb), self.params["table"], self.attrs["levels"])
+        num1, step, den = self.thresholds()
+        ctx = K.qd_attention(self.split(qb), self.split(kb), self.split(vb), self.params["table"], self.attrs["levels"],
+                             num1, step, den)
         return [ctx.transpose(0, 2, 1, 3).reshape(qb.shape)]
 
     def torch_forward(self, net, qb, kb, vb):
@@ -39,10 +53,11 @@ class QDAttention(HwOp):
         heads, levels = self.attrs["heads"], self.attrs["levels"]
         q, k, v = (split_heads(t, heads) for t in (qb, kb, vb))
         d = q.shape[-1]
+        num1, step, den = self.thresholds()
         exact = K.qd_attention(*(t.detach().numpy().astype(np.int8) for t in (q, k, v)),
-                               net.p(self.node, "table").numpy().astype(np.int64), levels)
+                               net.p(self.node, "table").numpy().astype(np.int64), levels, num1, step, den)
         att = torch.softmax((q @ k.transpose(-1, -2) - d) / math.sqrt(d), dim=-1)
-        sur = (levels * att) @ v
+        sur = (levels * att if not self.attrs.get("den") else att * (den / (2.0 * num1))) @ v
         y = exact_with_surrogate(torch.as_tensor(exact, dtype=DT), sur)
         return y.transpose(1, 2).reshape(qb.shape)
 
@@ -56,7 +71,8 @@ class QDAttention(HwOp):
         d = q.shape[-1]
         e = net.c(self.node, "table")[(q @ k.transpose(-1, -2) + d).long()]      # exp table of the 2d+1 scores
         total = e.sum(-1, keepdim=True)
-        lev = sum(((2 * levels) * e >= (2 * sigma - 1) * total).to(DT) for sigma in range(1, levels + 1))
+        num1, step, den = self.thresholds()
+        lev = sum((den * e >= (num1 + sigma * step) * total).to(DT) for sigma in range(levels))
         return (lev @ v).transpose(1, 2).reshape(qb.shape)
 
     def fold_dims(self, io):
@@ -84,37 +100,47 @@ class QDAttention(HwOp):
         a = self.attrs
         table = np.asarray(self.params["table"], dtype=np.int64).reshape(-1)
         channels, heads, levels, out_bits = io.out.width, a["heads"], a["levels"], io.out.bits
-        tokens = io.ins[0].shape[-2]                 # tokens of one window
+        tokens = io.ins[0].shape[-2]                 # queries of one window
+        keys = io.ins[1].shape[-2]                   # keys (and values) of one window
         if channels % heads:
             raise ValueError(f"{self.name}: {heads} heads do not divide {channels} channels")
         d = channels // heads
         if table.size != 2 * d + 1 or table.min(initial=0) < 0:
             raise ValueError(f"{self.name}: the exp table needs {2 * d + 1} non-negative entries, got {table.size}")
-        if tokens < 1:
+        if tokens < 1 or keys < 1:
             raise ValueError(f"{self.name}: QDAttention needs the number of tokens per window")
-        check_fold(self.name, "PE", tokens, self.pe)
-        if levels * tokens >= 1 << (out_bits - 1):
-            raise ValueError(f"{self.name}: {out_bits} output bits cannot hold +-{levels * tokens}")
+        if io.ins[2].shape[-2] != keys:
+            raise ValueError(f"{self.name}: {keys} keys but {io.ins[2].shape[-2]} values per window")
+        check_fold(self.name, "PE", keys, self.pe)
+        if levels * keys >= 1 << (out_bits - 1):
+            raise ValueError(f"{self.name}: {out_bits} output bits cannot hold +-{levels * keys}")
         eb = max(int(table.max(initial=0)).bit_length(), 1)
         s_in = hls.stream(channels, channels, 1, bipolar=True)
-        return table, channels, heads, levels, tokens, d, eb, s_in
+        return table, channels, heads, levels, tokens, keys, d, eb, s_in
 
     def hls(self, io):
-        table, channels, heads, levels, tokens, d, eb, s_in = self.checked(io)
+        table, channels, heads, levels, tokens, keys, d, eb, s_in = self.checked(io)
+        num1, step, den = self.thresholds()
         out_bits = io.out.bits
         t = hls.Table("table", hls.rom_type(hls.c_int(eb + 1), eb + 1, True), (table.size,), eb + 1,
                       hls.flat_init(table))
-        return hls.kernel_node(self.name, "qd_attention", [tokens, channels, heads, levels, self.pe, eb, out_bits],
+        return hls.kernel_node(self.name, "qd_attention",
+                               [tokens, keys, channels, heads, levels, f"{num1}ull", f"{step}ull", f"{den}ull", self.pe,
+                                eb, out_bits],
                                [s_in, dict(s_in), dict(s_in)], hls.stream(channels, d, out_bits, True), [t],
-                               rows_per=tokens, rows_out_per_in=(tokens, tokens))
+                               rows_per=tokens, rows_out_per_in=(tokens, tokens),
+                               rows_in=(tokens, keys, keys) if keys != tokens else ())
 
     def rtl(self, io):
-        table, channels, heads, levels, tokens, d, eb, s_in = self.checked(io)
+        table, channels, heads, levels, tokens, keys, d, eb, s_in = self.checked(io)
+        num1, step, den = self.thresholds()
+        nums = [num1 + sigma * step for sigma in range(levels)]
         out_bits = io.out.bits
-        tb = eb + tokens.bit_length()
+        tb = eb + keys.bit_length()
         module = rtl.module_name("qda", self.name)
-        src = rtl.render("qd_attention.sv.j2", node=self.name, module=module, n=tokens, c=channels, dv=d, heads=heads,
-                         levels=levels, pe=self.pe, eb=eb, tb=tb, cb=tb + (2 * levels).bit_length() + 1, ob=out_bits,
+        src = rtl.render("qd_attention.sv.j2", node=self.name, module=module, n=tokens, m=keys, c=channels, dv=d,
+                         heads=heads, levels=levels, num1=num1, step=step, den=den, nums=nums, pe=self.pe, eb=eb, tb=tb,
+                         cb=tb + max(den, nums[-1]).bit_length() + 1, ob=out_bits,
                          pcb=d.bit_length(), rom=[(pc, int(table[2 * pc])) for pc in range(d + 1)], bits=counter_bits)
         s_in = hls.stream(channels, channels, 1)       # +-1 as bits (1 <-> +1), as every RTL kernel takes them
         return rtl.RtlKernel(self.name, module, src, [s_in, dict(s_in), dict(s_in)],

@@ -1,4 +1,5 @@
-"""ShiftBranch: one branch of BHViT's shift module on a map, circular (torch.roll) as the model.
+"""ShiftBranch: one branch of BHViT's shift module on a map, circular (torch.roll) as the model,
+or one of BinaryViT's average-pool branches (``pad`` "zero": a box sum with zeros beyond the map).
 
 ``kind`` "box": the sum of the 2 reach + 1 rolls along H or W (``axis``; the 1/3 or 1/5 folds
 into the LayerScale after it); "mix": the channels split in 4 quarters rolled +reach along H,
@@ -17,7 +18,12 @@ from .map_buffer import MapBuffer
 @register
 class ShiftBranch(MapBuffer):
     op_type = "ShiftBranch"
-    attr_types = {"kind": "s", "axis": "s", "reach": "i", "H": "i", "W": "i"}
+    attr_types = {"kind": "s", "axis": "s", "reach": "i", "H": "i", "W": "i", "pad": "s"}
+    optional_attrs = ("pad",)
+
+    @property
+    def pad(self) -> str:
+        return self.attrs.get("pad") or "circular"
 
     @property
     def is_box(self) -> bool:
@@ -27,7 +33,7 @@ class ShiftBranch(MapBuffer):
         a = self.attrs
         m = tokens_to_map(x, a["H"], a["W"])
         if self.is_box:
-            y = K.box_sum(m, a["reach"], 2 if a["axis"] == "h" else 3)
+            y = K.box_sum(m, a["reach"], 2 if a["axis"] == "h" else 3, self.pad)
         else:
             y = K.channel_mix(m, a["reach"])
         return [map_to_tokens(y)]
@@ -40,8 +46,9 @@ class ShiftBranch(MapBuffer):
         m = tmap(x, a["H"], a["W"])
         s = a["reach"]
         if self.is_box:
+            from ..torch_form import shifted
             dim = 2 if a["axis"] == "h" else 3
-            y = m + sum(torch.roll(m, r, dim) + torch.roll(m, -r, dim) for r in range(1, s + 1))
+            y = m + sum(shifted(m, r, dim, self.pad) + shifted(m, -r, dim, self.pad) for r in range(1, s + 1))
         else:
             q = m.shape[1] // 4
             y = torch.cat([torch.roll(m[:, :q], s, 2), torch.roll(m[:, q:2 * q], -s, 2),
@@ -57,6 +64,9 @@ class ShiftBranch(MapBuffer):
 
     def checked(self, io):
         c = io.out.width
+        if self.pad != "circular":
+            raise ValueError(f"{self.name}: a zero-padded shift branch has no kernel of its own; the hardware flows "
+                             "fuse it into a ShiftConv (hw.passes.lower), which pads with zeros")
         if self.is_box:
             check_fold(self.name, "PE", c, self.pe)
         else:

@@ -1,4 +1,5 @@
-"""ShiftConv: the fused shift unit, a circular depthwise convolution over the 9-tap cross.
+"""ShiftConv: the fused shift unit, a depthwise convolution over the 9-tap cross, circular (BHViT's
+shift branches roll) or zero-padded (``pad`` "zero": BinaryViT's average-pool branches).
 
 BHViT's shift module is six branches on one map h (box sums along H and W with reach 1 and 2,
 two channel mixes; :mod:`hw.ops.shift_branch`), each scaled by its LayerScale in the block's
@@ -43,12 +44,18 @@ def coef_rom_in_bram(depth: int, width: int) -> bool:
 @register
 class ShiftConv(MapBuffer):
     op_type = "ShiftConv"
-    attr_types = {"H": "i", "W": "i"}
+    attr_types = {"H": "i", "W": "i", "pad": "s"}
+    optional_attrs = ("pad",)
     lowering_order = 10
+
+    @property
+    def zero_pad(self) -> bool:
+        return self.attrs.get("pad") == "zero"
 
     def execute(self, x):
         a = self.attrs
-        return [map_to_tokens(K.cross_conv(tokens_to_map(x, a["H"], a["W"]), self.params["coef"]))]
+        pad = "zero" if self.zero_pad else "circular"
+        return [map_to_tokens(K.cross_conv(tokens_to_map(x, a["H"], a["W"]), self.params["coef"], pad))]
 
     def torch_forward(self, net, x):
         import torch
@@ -57,8 +64,12 @@ class ShiftConv(MapBuffer):
         a = self.attrs
         m = tmap(x, a["H"], a["W"])
         coef = net.p(self.node, "coef")
-        # output (h, w) reads x[(h + dh) mod H, (w + dw) mod W]: a roll by (-dh, -dw)
-        y = sum(coef[:, t, None, None] * torch.roll(m, (-dh, -dw), (2, 3)) for t, (dh, dw) in enumerate(CROSS_TAPS))
+        # output (h, w) reads x[(h + dh) mod H, (w + dw) mod W]: a roll by (-dh, -dw); zero-padded,
+        # the rolled-in rows / columns are 0
+        from ..torch_form import shifted
+        pad = "zero" if self.zero_pad else "circular"
+        y = sum(coef[:, t, None, None] * shifted(shifted(m, -dh, 2, pad), -dw, 3, pad)
+                for t, (dh, dw) in enumerate(CROSS_TAPS))
         return tok(y)
 
     def taps(self):
@@ -88,7 +99,8 @@ class ShiftConv(MapBuffer):
         table = hls.int_table("coef", coef, (c, len(CROSS_TAPS)),
                               hls.rows_init(["{" + ", ".join(str(int(v)) for v in r) + "}" for r in coef]))
         return hls.kernel_node(self.name, "shift_conv",
-                               [a["H"], a["W"], c, self.pe, i.bits, hls.cpp_bool(i.signed), io.out.bits],
+                               [a["H"], a["W"], c, self.pe, i.bits, hls.cpp_bool(i.signed), io.out.bits,
+                                hls.cpp_bool(self.zero_pad)],
                                [hls.stream(c, self.pe, i.bits, i.signed)], hls.stream(c, self.pe, io.out.bits, True),
                                [table], rows_per=a["H"] * a["W"])
 
@@ -100,9 +112,11 @@ class ShiftConv(MapBuffer):
         kb = width // pe
         rom = [(f * t + k, rtl.word_hex(coef[f * pe:(f + 1) * pe, k], kb)) for f in range(cf) for k in range(t)]
         return self.render_rtl(
-            io, "fused shift unit: circular depthwise convolution over the 9-tap cross", "hw/kernels/shift.py cross_conv",
-            h, 1, t, h, w, io.out.bits, True, kind="conv", kb=kb,
-            taps=[(k, dh % h, dw % w) for k, (dh, dw) in enumerate(CROSS_TAPS)], coef_rom=rom,
+            io, f"fused shift unit: {'zero-padded' if self.zero_pad else 'circular'} depthwise convolution over the "
+                f"9-tap cross", "hw/kernels/shift.py cross_conv",
+            h, 1, t, h, w, io.out.bits, True, kind="conv", kb=kb, zero_pad=self.zero_pad,
+            taps=[(k, dh % h, dw % w) for k, (dh, dw) in enumerate(CROSS_TAPS)],
+            raw_taps=list((k, dh, dw) for k, (dh, dw) in enumerate(CROSS_TAPS)), coef_rom=rom,
             caw=counter_bits(cf * t), coef_attr=rtl.style_attr(coef_rom_in_bram(depth, width)))
 
     # ---- the pass that introduces it
@@ -128,7 +142,8 @@ class ShiftConv(MapBuffer):
                    if t in by_out and by_out[t].op == ShiftBranch.op_type and pc_k[i] == 0
                    and readers.get(t, []) == [aff.name]]
             sources = {by_out[aff.inputs[i]].inputs[0] for i in idx}
-            if not idx or len(sources) != 1:
+            pads = {by_out[aff.inputs[i]].attrs.get("pad") or "circular" for i in idx}
+            if not idx or len(sources) != 1 or len(pads) != 1:
                 continue
             branches = [by_out[aff.inputs[i]] for i in idx]
             h, w = branches[0].attrs["H"], branches[0].attrs["W"]
@@ -148,7 +163,8 @@ class ShiftConv(MapBuffer):
                     coef[chans, t] += m[chans] << (lsh[i] - low)
             in_max = dtype_max_abs(graph.dtype_of(src))
             name = branches[0].name.rsplit(".", 1)[0]           # "<block>.shift"
-            conv = Node(cls.op_type, name, [src], [name], dict(H=h, W=w), dict(coef=coef),
+            pad_attr = {"pad": "zero"} if pads == {"zero"} else {}      # circular: the attribute left out
+            conv = Node(cls.op_type, name, [src], [name], dict(H=h, W=w, **pad_attr), dict(coef=coef),
                         sint(in_max * int(np.abs(coef).sum(axis=1).max(initial=1))))
             keep = [i for i in range(len(aff.inputs)) if i not in idx]
             params = {f"m{j}": aff.params[f"m{i}"] for j, i in enumerate(keep)}

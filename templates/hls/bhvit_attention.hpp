@@ -90,34 +90,41 @@ void layernorm(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB> 
     }
 }
 
-// QD attention of windows of N tokens: per query i and head h (DV = C / HEADS
-// channels, bits [h DV, h DV + DV) of the C-bit row, 1 <-> +1)
+// QD attention of windows of N query tokens and M key / value tokens: per query i and head h
+// (DV = C / HEADS channels, bits [h DV, h DV + DV) of the C-bit row, 1 <-> +1)
 //   score_j = 2 popcount(xnor(q_i, k_j)) - DV, E_j = table[score_j + DV] = table[2 popcount],
-//   total = sum_j E_j, level_j = #{sigma in 1..L : 2 L E_j >= (2 sigma - 1) total},
+//   total = sum_j E_j, level_j = #{sigma in 1..L : DEN E_j >= (NUM1 + (sigma - 1) STEP) total},
 //   context = sum_j level_j v_j  (v = +-1).
-// q, k, v: one C-bit word per token; the three rows of a token are read
-// together (their producers run side by side), so a window is buffered before
-// its first query.  Then, per (query, head), two passes over the N keys, PE
-// keys per cycle: the exp table lookups and their total, then the levels
-// (which need the total) and the context.  Output: one word of DV signed
-// OB-bit values per (query, head), heads in order.  EB: bits of a table entry.
-template <unsigned N, unsigned C, unsigned HEADS, unsigned L, unsigned PE, unsigned EB, unsigned OB, typename T>
+// QD's levels are DEN = 2 L, NUM1 = 1, STEP = 2 (round(L A) >= sigma - 1/2); BinaryViT's
+// c clip(round(A / c), 0, 1) is one level with NUM1 / DEN = c / 2.
+// q, k, v: one C-bit word per token.  A window's N queries are read first, then its M keys
+// and values side by side (M < N where the keys come from pooled tokens, which their producer
+// emits after it has seen the map), so a window is buffered before its first query.  Then,
+// per (query, head), two passes over the M keys, PE keys per cycle: the exp table lookups and
+// their total, then the levels (which need the total) and the context.  Output: one word of DV
+// signed OB-bit values per (query, head), heads in order.  EB: bits of a table entry.
+template <unsigned N, unsigned M, unsigned C, unsigned HEADS, unsigned L, unsigned long long NUM1,
+          unsigned long long STEP, unsigned long long DEN, unsigned PE, unsigned EB, unsigned OB, typename T>
 void qd_attention(hls::stream<ap_uint<C> > &q, hls::stream<ap_uint<C> > &k, hls::stream<ap_uint<C> > &v,
                   hls::stream<ap_uint<(C / HEADS) * OB> > &out, const T table[2 * (C / HEADS) + 1],
                   unsigned windows) {
     static_assert(C % HEADS == 0, "the heads must divide the channels");
-    static_assert(N % PE == 0, "PE (keys per cycle) must divide the tokens of a window");
-    static_assert((1ull << (OB - 1)) > (unsigned long long)L * N, "OB bits must hold +-L*N");
+    static_assert(M % PE == 0, "PE (keys per cycle) must divide the keys of a window");
+    static_assert((1ull << (OB - 1)) > (unsigned long long)L * M, "OB bits must hold +-L*M");
     constexpr unsigned DV = C / HEADS;
-    constexpr unsigned TB = EB + bits_for(N);            // total <= N max(E)
-    constexpr unsigned CB = TB + bits_for(2 * L) + 1;    // both sides of the level compare
-    ap_uint<C> qbuf[N], kbuf[N], vbuf[N];
-    ap_uint<EB> e[N];
+    constexpr unsigned TB = EB + bits_for(M);            // total <= M max(E)
+    constexpr unsigned long long NUML = NUM1 + (L - 1) * STEP;
+    constexpr unsigned CB = TB + bits_for(DEN > NUML ? DEN : NUML) + 1;   // both sides of the level compare
+    ap_uint<C> qbuf[N], kbuf[M], vbuf[M];
+    ap_uint<EB> e[M];
 #pragma HLS ARRAY_PARTITION variable=e cyclic factor=PE
     for (unsigned win = 0; win < windows; win++) {
         for (unsigned t = 0; t < N; t++) {
 #pragma HLS PIPELINE II=1
             qbuf[t] = q.read();
+        }
+        for (unsigned t = 0; t < M; t++) {
+#pragma HLS PIPELINE II=1
             kbuf[t] = k.read();
             vbuf[t] = v.read();
         }
@@ -125,7 +132,7 @@ void qd_attention(hls::stream<ap_uint<C> > &q, hls::stream<ap_uint<C> > &k, hls:
             for (unsigned h = 0; h < HEADS; h++) {
                 const ap_uint<DV> qh = qbuf[i](h * DV + DV - 1, h * DV);
                 ap_uint<TB> total = 0;
-                for (unsigned jf = 0; jf < N / PE; jf++) {
+                for (unsigned jf = 0; jf < M / PE; jf++) {
 #pragma HLS PIPELINE II=1
                     for (unsigned p = 0; p < PE; p++) {
 #pragma HLS UNROLL
@@ -139,16 +146,16 @@ void qd_attention(hls::stream<ap_uint<C> > &q, hls::stream<ap_uint<C> > &k, hls:
                 ap_int<OB> ctx[DV];
 #pragma HLS ARRAY_PARTITION variable=ctx complete
                 for (unsigned c = 0; c < DV; c++) ctx[c] = 0;
-                for (unsigned jf = 0; jf < N / PE; jf++) {
+                for (unsigned jf = 0; jf < M / PE; jf++) {
 #pragma HLS PIPELINE II=1
                     for (unsigned p = 0; p < PE; p++) {
 #pragma HLS UNROLL
                         const unsigned j = jf * PE + p;
-                        const ap_uint<CB> lhs = ap_uint<CB>(2 * L) * e[j];
+                        const ap_uint<CB> lhs = ap_uint<CB>(DEN) * e[j];
                         ap_uint<bits_for(L)> level = 0;
-                        for (unsigned sigma = 1; sigma <= L; sigma++) {
-                            // 'round half up' of the 2-bit quantiser: a tie counts
-                            if (lhs >= ap_uint<CB>(2 * sigma - 1) * total) level++;
+                        for (unsigned sigma = 0; sigma < L; sigma++) {
+                            // a tie counts ('round half up' for QD)
+                            if (lhs >= ap_uint<CB>(NUM1 + sigma * STEP) * total) level++;
                         }
                         const ap_uint<DV> vh = vbuf[j](h * DV + DV - 1, h * DV);
                         for (unsigned c = 0; c < DV; c++) {

@@ -46,11 +46,13 @@ void shift_box(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB> 
     }
 }
 
-// The fused shift unit (hw/ops/shift_conv.py, ShiftConv.lower): a circular depthwise convolution over
-// the 9-tap cross, out(h, w, c) = sum_t coef[c][t] * x(h + DH[t] mod H, w + DW[t] mod W, c)
-// (golden: hw/kernels/shift.py cross_conv, whose CROSS_TAPS order DH / DW follow).  One image
-// is buffered, then every output word gathers its 9 taps.
-template <unsigned H, unsigned W, unsigned C, unsigned PE, unsigned IB, bool SIGNED, unsigned OB, typename T>
+// The fused shift unit (hw/ops/shift_conv.py, ShiftConv.lower): a depthwise convolution over the
+// 9-tap cross, out(h, w, c) = sum_t coef[c][t] * x(h + DH[t] mod H, w + DW[t] mod W, c), circular
+// (BHViT's rolls) or, with ZERO_PAD, taps outside the map reading 0 (BinaryViT's zero-padded
+// pools) (golden: hw/kernels/shift.py cross_conv, whose CROSS_TAPS order DH / DW follow).  One
+// image is buffered, then every output word gathers its 9 taps.
+template <unsigned H, unsigned W, unsigned C, unsigned PE, unsigned IB, bool SIGNED, unsigned OB, bool ZERO_PAD,
+          typename T>
 void shift_conv(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB> > &out, const T coef[C][9],
                 unsigned images) {
     static_assert(C % PE == 0, "PE must divide the channel count");
@@ -71,9 +73,12 @@ void shift_conv(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB>
                         // (a fixed expression, no data-dependent loop inside the pipeline)
                         const unsigned hh = unsigned(int(h) + DH[t] + 2 * int(H)) % H;
                         const unsigned ww = unsigned(int(w) + DW[t] + 2 * int(W)) % W;
+                        const bool inside = int(h) + DH[t] >= 0 && int(h) + DH[t] < int(H) &&
+                                            int(w) + DW[t] >= 0 && int(w) + DW[t] < int(W);
                         const ap_uint<PE * IB> word = buf[(hh * W + ww) * CF + cf];
                         for (unsigned pe = 0; pe < PE; pe++)
-                            acc[pe] += ap_int<OB>(coef[cf * PE + pe][t]) * field<IB, SIGNED>(word, pe);
+                            if (inside || !ZERO_PAD)
+                                acc[pe] += ap_int<OB>(coef[cf * PE + pe][t]) * field<IB, SIGNED>(word, pe);
                     }
                     ap_uint<PE * OB> o = 0;
                     for (unsigned pe = 0; pe < PE; pe++) o(pe * OB + OB - 1, pe * OB) = acc[pe];

@@ -1,6 +1,8 @@
 """QDAttention (hw/ops/qd_attention.py) at every level: per window and head, scores q . k of
 +-1 vectors (-d..d), numerators E = table[score + d], levels
-#{sigma in 1..L : 2 L E_j >= (2 sigma - 1) sum_k E_k}, context = levels @ v.
+#{sigma in 1..L : 2 L E_j >= (2 sigma - 1) sum_k E_k} (QD), or with thresholds of the node's own
+#{sigma : den E_j >= (num1 + (sigma - 1) step) sum_k E_k} (BinaryViT's one level at A >= c/2),
+context = levels @ v; n queries and m keys per window.
 
 Reference: that definition in int64 numpy (einsum, no float), written here.  Each window is one
 image of the harness (images = windows).  Edge cases: equal scores (all keys of a window equal),
@@ -16,37 +18,44 @@ from tests.ops.harness import (case, check_csim, check_golden, check_onnx, check
                                 needs_gxx, needs_verilator)
 
 
-def ref_qd_attention(q, k, v, table, heads, levels):
-    """(windows, n, C) q and (windows, m, C) k, v of +-1 -> (windows, n, C) integer contexts."""
+def ref_qd_attention(q, k, v, table, heads, levels, thresholds=None):
+    """(windows, n, C) q and (windows, m, C) k, v of +-1 -> (windows, n, C) integer contexts;
+    thresholds (num1, step, den), or QD's."""
     wins, n, c = q.shape
     d = c // heads
     qh, kh, vh = (t.reshape(wins, -1, heads, d).astype(np.int64) for t in (q, k, v))
     scores = np.einsum("wihx,wjhx->whij", qh, kh)                      # -d..d
     e = np.asarray(table, dtype=np.int64)[scores + d]
     total = e.sum(-1, keepdims=True)
-    lev = sum((2 * levels * e >= (2 * sigma - 1) * total).astype(np.int64) for sigma in range(1, levels + 1))
+    num1, step, den = thresholds or (1, 2, 2 * levels)
+    lev = sum((den * e >= (num1 + sigma * step) * total).astype(np.int64) for sigma in range(levels))
     return np.einsum("whij,wjhx->wihx", lev, vh).reshape(wins, n, c)
 
 
-def qd_case(name, q, k, v, table, heads, levels, pe=1, out_bits=None):
+def qd_case(name, q, k, v, table, heads, levels, pe=1, out_bits=None, thresholds=None):
     n = k.shape[1]
     ob = out_bits or (levels * n).bit_length() + 1
-    return case("QDAttention", name, [q, k, v], ["BIPOLAR"] * 3, f"INT{ob}", dict(heads=heads, levels=levels, PE=pe),
-                dict(table=table), images=q.shape[0], want=ref_qd_attention(q, k, v, table, heads, levels))
+    attrs = dict(heads=heads, levels=levels, PE=pe)
+    if thresholds:
+        attrs.update(zip(("num1", "step", "den"), thresholds))
+    return case("QDAttention", name, [q, k, v], ["BIPOLAR"] * 3, f"INT{ob}", attrs,
+                dict(table=table), images=q.shape[0], want=ref_qd_attention(q, k, v, table, heads, levels, thresholds))
 
 
-def qd(heads, c, n, pe, levels, table_kind, wins=4):
+def qd(heads, c, n, pe, levels, table_kind, wins=4, m=None, thresholds=None):
     from hw.kernels.attention import exp_table
     rng = np.random.default_rng(heads * 100 + n * 10 + pe)
-    d = c // heads
+    d, m = c // heads, m or n
     table = exp_table(d) if table_kind == "exp" else rng.integers(0, 4, 2 * d + 1)
     if table_kind == "small":
         table[0] = 0                                  # q = -k everywhere: total 0, every level counts
-    q, k, v = (rng.choice([-1, 1], (wins, n, c)) for _ in range(3))
+    q = rng.choice([-1, 1], (wins, n, c))
+    k, v = (rng.choice([-1, 1], (wins, m, c)) for _ in range(2))
     k[0] = k[0, 0]                                    # window 0: all keys equal -> all scores of a query equal
     q[0, 0] = -k[0, 0]                                # (score -d: E = table[0])
     q[0, 1] = k[0, 0]                                 # (score d: E = table[2d])
-    return qd_case(f"qd_{heads}_{c}_{n}_{pe}_{levels}_{table_kind}", q, k, v, table, heads, levels, pe)
+    return qd_case(f"qd_{heads}_{c}_{n}_{m}_{pe}_{levels}_{table_kind}{'_t' if thresholds else ''}", q, k, v, table,
+                   heads, levels, pe, thresholds=thresholds)
 
 
 CASES = {
@@ -58,6 +67,12 @@ CASES = {
     "two_keys": lambda: qd(1, 4, 2, 2, 3, "small"),
     # one level
     "one_level": lambda: qd(2, 8, 4, 2, 1, "exp"),
+    # fewer keys than queries (keys from pooled tokens): 6 queries meet 2 keys
+    "fewer_keys": lambda: qd(2, 8, 6, 2, 3, "exp", m=2),
+    # BinaryViT's quantiser: one level at A >= c / 2 (c = 0.3: 2^16 E >= 9830 total), 8 queries, 4 keys
+    "binaryvit_threshold": lambda: qd(1, 8, 8, 2, 1, "exp", m=4, thresholds=(9830, 0, 1 << 16)),
+    # a threshold that every key of a window reaches on a tie (num1 / den = 1 / m: equal keys)
+    "threshold_ties": lambda: qd(2, 8, 5, 1, 2, "small", m=4, thresholds=(1, 1, 4)),
 }
 
 
@@ -111,12 +126,13 @@ def test_rtl(name):
 def test_drawn_sizes_and_foldings_csim_rtl(data):
     heads = data.draw(st.sampled_from([1, 2, 4]), "heads")
     dh = data.draw(st.integers(1, 6), "head dim")
-    n = data.draw(st.integers(1, 6), "tokens")
-    pe = data.draw(st.sampled_from(divisors(n)), "PE")
+    n = data.draw(st.integers(1, 6), "queries")
+    m = data.draw(st.integers(1, 6), "keys")
+    pe = data.draw(st.sampled_from(divisors(m)), "PE")
     levels = data.draw(st.integers(1, 3), "levels")
     small = data.draw(st.booleans(), "small table")
-    c = drawn_case(f"qd_drawn_{heads}_{dh}_{n}_{pe}_{levels}_{int(small)}",
-                   heads * 1000 + dh * 100 + n * 10 + levels, 2, n, n, heads, dh, levels, small, pe)
+    c = drawn_case(f"qd_drawn_{heads}_{dh}_{n}_{m}_{pe}_{levels}_{int(small)}",
+                   heads * 1000 + dh * 100 + n * 10 + levels, 2, n, m, heads, dh, levels, small, pe)
     check_csim(c)
     check_rtl(c, seeds=(1,))
 

@@ -147,3 +147,54 @@ def test_bad_foldings_and_shapes_are_rejected(kind, channels, pe, match):
     for level in (c.op.hls, c.op.rtl):
         with pytest.raises(FoldingError, match=match):
             level(io)
+
+
+# ---------------------------------------------------------------------- zero padding (BinaryViT)
+def zero_reference(x, axis, reach, h, w):
+    """A box sum along H or W with zeros beyond the map: count_include_pad average pool x (2 reach + 1)."""
+    images, _, c = x.shape
+    m = x.reshape(images, h, w, c)
+    pad = [(0, 0), (reach, reach), (0, 0), (0, 0)] if axis == "h" else [(0, 0), (0, 0), (reach, reach), (0, 0)]
+    p = np.pad(m, pad)
+    n = h if axis == "h" else w
+    y = sum(p[:, s:s + n] if axis == "h" else p[:, :, s:s + n] for s in range(2 * reach + 1))
+    return y.reshape(images, h * w, c)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 6), st.sampled_from(["h", "w"]), st.integers(1, 3), st.integers(0, 2 ** 32 - 1))
+def test_zero_padded_box_golden_torch_onnx(h, w, axis, reach, seed):
+    x = np.random.default_rng(seed).integers(-512, 512, (2, h * w, 4))
+    c = case("ShiftBranch", "sb_zero", [x], ["INT10"], sint((2 * reach + 1) * 512),
+             dict(kind="box", axis=axis, reach=reach, H=h, W=w, PE=1, BANKS=2, pad="zero"), images=2,
+             want=zero_reference(x, axis, reach, h, w))
+    check_golden(c)
+    check_torch(c)
+    check_onnx(c)
+    # no kernel of its own: the flows fuse it into a zero-padded ShiftConv (tests/ops/test_shift_conv.py)
+    for level in (c.op.hls, c.op.rtl):
+        with pytest.raises(ValueError, match="fuse it into a ShiftConv"):
+            level(c.io())
+
+
+def test_zero_padded_branches_fuse_into_a_zero_padded_shift_conv():
+    """BinaryViT's four pool branches (box h / w, reach 1 / 2, zero-padded) become one ShiftConv with
+    pad 'zero' and the same integers; circular and zero-padded branches are never fused together."""
+    from hw.execute import run
+    from hw.graph import Graph, Node
+    from hw.ops.shift_conv import ShiftConv
+    a = dict(H=3, W=4, pad="zero")
+    names = [("h", 1), ("w", 1), ("h", 2), ("w", 2)]
+    nodes = [Node("ShiftBranch", f"blk.shift.{ax}{r}", ["x"], [f"b{i}"], dict(kind="box", axis=ax, reach=r, **a), {},
+                  "INT14") for i, (ax, r) in enumerate(names)]
+    nodes.append(Node("Affine", "blk.out", [f"b{i}" for i in range(4)], ["out"],
+                      dict(lshifts=[0, 1, 0, 2], shift=3, bits=12, pc_k=[0] * 4),
+                      {**{f"m{i}": np.arange(1, 5) * (i + 1) for i in range(4)}, "bias": np.zeros(4, np.int64)},
+                      "INT12"))
+    g = Graph(nodes, "x", "out", input_dtype="INT10")
+    low = ShiftConv.lower(g)
+    assert [n.op for n in low.nodes] == ["ShiftConv", "Affine"] and low.nodes[0].attrs["pad"] == "zero"
+    x = np.random.default_rng(1).integers(-512, 512, (2, 12, 4))
+    assert np.array_equal(run(low, x), run(g, x))
+    nodes[0].attrs = dict(nodes[0].attrs, pad="")                 # one circular branch: nothing fused
+    assert [n.op for n in ShiftConv.lower(Graph(nodes, "x", "out", input_dtype="INT10")).nodes].count("ShiftConv") == 0
