@@ -169,7 +169,9 @@ class _Builder:
     def block(self, pre, s, t, h, w):
         cfg = self.cfg
         n1 = self.affine(pre + ".norm1", t)
-        if cfg.mixers[s] == "msgdc":
+        if cfg.arch == "binaryvit":
+            y = self.global_attention(pre, s, t, n1, h, w)
+        elif cfg.mixers[s] == "msgdc":
             y = self.msgdc(pre, s, t, n1, h, w)
         else:
             y = self.msmha(pre, s, t, n1, h, w)
@@ -180,12 +182,15 @@ class _Builder:
         gs = self.add("GroupSumChannels", pre + ".mlp.pool", [u], sint(r * dtype_max_abs(self.dt[u])), dict(ratio=r))
         v = self.unit(pre + ".mlp.fc2", u, gs, [1, h * w])
         branches = []
-        shifts = (("box", "h", 1), ("box", "w", 1), ("mix", "", 1), ("box", "h", 2), ("box", "w", 2), ("mix", "", 2))
+        # BHViT's six circular shifts, or BinaryViT's four zero-padded pools (hw.intnet.SHIFT_BRANCHES)
+        shifts = ((("box", "h", 1), ("box", "w", 1), ("mix", "", 1), ("box", "h", 2), ("box", "w", 2), ("mix", "", 2))
+                  if cfg.arch == "bhvit" else (("box", "h", 1), ("box", "w", 1), ("box", "h", 2), ("box", "w", 2)))
+        pad = {} if cfg.arch == "bhvit" else {"pad": "zero"}
         for kind, axis, reach in shifts if cfg.shift_branches else ():
             bname = f"{pre}.shift.{kind}{axis}{reach}"
             mx = dtype_max_abs(self.dt[n2]) * (2 * reach + 1 if kind == "box" else 1)
             branches.append(self.add("ShiftBranch", bname, [n2], sint(mx),
-                                     dict(kind=kind, axis=axis, reach=reach, H=h, W=w)))
+                                     dict(kind=kind, axis=axis, reach=reach, H=h, W=w, **pad)))
         return self.affine(pre + ".out", y, v, *branches)
 
     def msgdc(self, pre, s, t, n1, h, w):
@@ -201,6 +206,36 @@ class _Builder:
             z = self.affine(f"{mx}.convs.{j}.pre", acc, n1)
             outs.append(self.rprelu(f"{mx}.acts.{j}", z))
         return self.affine(pre + ".y", t, *outs)
+
+    def global_attention(self, pre, s, t, n1, h, w):
+        """BinaryViT's mixer (hw.intnet._Folder.global_attention): one window of all h x w
+        tokens; keys and values from r x r pooled tokens, nearest-upsampled for the context sum."""
+        cfg = self.cfg
+        at = pre + ".mixer.attention"
+        r, dim = cfg.kv_reduction[s], cfg.dims[s]
+        q = self.unit(at + ".q", n1, n1, [1, h * w])
+        src, m = n1, h * w
+        if r > 1:
+            psum = self.add("TokenPool", at + ".sumpool", [n1], sint(r * r * dtype_max_abs(self.dt[n1])),
+                            dict(H=h, W=w, k=r, mode="sum"))
+            pooled = self.affine(at + ".pool", psum)
+            m = (h // r) * (w // r)
+            src = self.unit(at + ".reduce", pooled, pooled, [1, m])
+        kk = self.unit(at + ".k", src, src, [1, m])
+        v = self.unit(at + ".v", src, src, [1, m])
+        qb = self.threshold(at + ".q_sign", q, dim)
+        kb = self.threshold(at + ".k_sign", kk, dim)
+        vb = self.threshold(at + ".v_sign", v, dim)
+        qd = self.p[at + ".qd"]
+        ctx = self.add("QDAttention", at + ".qd", [qb, kb, vb], sint(m),
+                       dict(heads=cfg.heads[s], levels=1, num1=int(qd["num1"]), step=0, den=int(qd["den"])),
+                       dict(table=qd["table"]))
+        if r > 1:      # k and v back on the map: each pooled token over its r x r block
+            kk = self.add("PooledUpsample", at + ".k_up", [kk], sint(dtype_max_abs(self.dt[kk])), dict(H=h, W=w, win=0))
+            v = self.add("PooledUpsample", at + ".v_up", [v], sint(dtype_max_abs(self.dt[v])), dict(H=h, W=w, win=0))
+        c = self.rprelu(at + ".context_act", self.affine(at + ".context", ctx, q, kk, v))
+        pr = self.unit(pre + ".mixer.proj", c, c, [1, h * w])
+        return self.affine(pre + ".y", t, pr)
 
     def msmha(self, pre, s, t, n1, h, w):
         cfg = self.cfg

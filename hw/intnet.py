@@ -135,6 +135,13 @@ def calibration_stats(model, images_u8: torch.Tensor, mean, std, quantile: float
     return calibrate(model, (images_u8.float() / 255.0 - mean_t) / std_t, quantile=quantile)
 
 
+# The shift branches of a block, in the order the graph emits them (hw.graph), and the divisor of
+# each box filter, folded into its LayerScale multiplier: BHViT's circular shifts, BinaryViT's
+# zero-padded average pools (1x3, 3x1, 1x5, 5x1; the channel mixes move values, divisor 1).
+SHIFT_BRANCHES = {"bhvit": ("h1", "w1", "ch1", "h2", "w2", "ch2"), "binaryvit": ("h3", "w3", "h5", "w5")}
+SHIFT_DIVISORS = {"h1": 3, "w1": 3, "ch1": 1, "h2": 5, "w2": 5, "ch2": 1, "h3": 3, "w3": 3, "h5": 5, "w5": 5}
+
+
 # --------------------------------------------------------------------------- the network
 class IntNet:
     """Integer parameters (``self.p``), formats (``self.fmt``) and the executor."""
@@ -361,7 +368,9 @@ class _Folder:
         s1, b1 = bn_affine(blk.norm1)
         n1 = self.affine(pre + ".norm1", [(tf, s1)], b1, self.fmt(pre + ".norm1", pre + ".norm1:out"))
         yf = self.fmt(pre + ".y", pre + ".norm2:in")
-        if cfg.mixers[s] == "msgdc":
+        if cfg.arch == "binaryvit":
+            self.global_attention(pre, s, tf, n1, yf)
+        elif cfg.mixers[s] == "msgdc":
             mx = self.mods[pre + ".mixer"]
             self.threshold(pre + ".mixer.sign", mx.sign, n1)
             outs = []
@@ -390,10 +399,47 @@ class _Folder:
         bias = _np(ls.move).copy()
         if blk.shifts is not None:
             sh = blk.shifts.ls
-            for name, div in (("h1", 3), ("w1", 3), ("ch1", 1), ("h2", 5), ("w2", 5), ("ch2", 1)):
-                ins.append((n2, _np(sh[name].alpha) / div))
+            for name in SHIFT_BRANCHES[cfg.arch]:
+                ins.append((n2, _np(sh[name].alpha) / SHIFT_DIVISORS[name]))
                 bias = bias + _np(sh[name].move)
         return self.affine(pre + ".out", ins, bias, self.fmt(pre + ".out", pre + ":out"))
+
+    def global_attention(self, pre, s, tf, n1, yf):
+        """BinaryViT's mixer: queries from every token, keys and values from r x r average-pooled
+        tokens (r = kv_reduction), its attention quantiser c clip(round(A / c), 0, 1) as one QD
+        level at A >= c / 2, context RPReLU(BN(A V) + q + up(k) + up(v)), output projection."""
+        cfg = self.model.cfg
+        at = pre + ".mixer.attention"
+        att = self.mods[at]
+        r, C = cfg.kv_reduction[s], cfg.dims[s]
+        q = self.unit(at + ".q", n1, 1.0)
+        src = n1
+        if r > 1:
+            # the r x r sum of n1 (TokenPool) / r^2, in the reduce unit's input format
+            pf = self.affine(at + ".pool", [(n1, np.full(C, 1.0 / (r * r)))], np.zeros(C),
+                             self.fmt(at + ".pool", at + ".reduce:in"))
+            src = self.unit(at + ".reduce", pf, 1.0)
+        kf = self.unit(at + ".k", src, 1.0)
+        v = self.unit(at + ".v", src, 1.0)
+        self.threshold(at + ".q_sign", att.q_sign, q)
+        self.threshold(at + ".k_sign", att.k_sign, kf)
+        self.threshold(at + ".v_sign", att.v_sign, v)
+        c = float(att.clip.detach()) if att.clip is not None else 0.0
+        den = 1 << (self.spec.prob_bits + 4)
+        # level = [A >= c / 2]; a clip c <= 0 keeps no key (round(A / c) <= 0), i.e. num1 > den
+        num1 = int(round(c / 2 * den)) if c > 0 else den + 1
+        self.net.p[at + ".qd"] = dict(table=K.exp_table(C // cfg.heads[s], self.spec.prob_bits), levels=1,
+                                      num1=num1, step=0, den=den)
+        sc, bc = bn_affine(att.context_norm)
+        zf = self.fmt(at + ".context.z", at + ".context_act:z", self.spec.pre_bits)
+        ones = np.ones(C)
+        n_keys = (cfg.stage_sizes()[s] // r) ** 2
+        self.affine(at + ".context", [(int_fmt(n_keys), sc * max(c, 0.0)), (q, ones), (kf, ones), (v, ones)],
+                    bc - _np(att.context_act.move1), zf)
+        cf = self.rprelu(at + ".context_act", att.context_act, zf, self.fmt(at + ".context_act", at + ".context_act:out"))
+        pr = self.unit(pre + ".mixer.proj", cf, 1.0)
+        ls = self.mods[pre + ".mixer.ls"]
+        self.affine(pre + ".y", [(tf, ones), (pr, _np(ls.alpha))], _np(ls.move), yf)
 
     def msmha(self, pre, s, tf, n1, yf):
         cfg = self.model.cfg

@@ -1,14 +1,14 @@
 """Which model configurations the hardware can build, asked before anything is folded or written.
 
 The model (model/) can train more than the dataflow graph (hw/graph.py) can lower: the paper's
-and the reference code's variants, BinaryViT, float teachers.  :func:`unsupported` lists, block
-by block, what a configuration uses that has no integer-exact hardware form yet and why;
+and the reference code's variants, BinaryViT with another attention quantizer, float teachers.
+:func:`unsupported` lists, block by block, what a configuration uses that has no integer-exact hardware form yet and why;
 :func:`check_supported` turns a non-empty list into one :class:`UnsupportedModelError` whose
 message names every block, so that `make golden / hls / sim / export / bitstream` stop with
 exit code 2 before they create a folder, instead of failing inside the fold.
 
 When a lowering is added (in hw/intnet.py and hw/graph.py, with its ops in hw/ops/), the
-matching rule here goes away and tests/test_model_support.py's refusal case with it.
+matching rule here goes away and tests/test_model_configs.py's refusal case with it.
 """
 from __future__ import annotations
 
@@ -30,10 +30,9 @@ def _named(blocks: List[str]) -> str:
 def unsupported(cfg) -> List[str]:
     """One line per part of ``cfg`` without a hardware form: '<where>: <what> (<why / way out>)'."""
     out: List[str] = []
-    if cfg.arch != "bhvit":
-        return [f"every block ({cfg.arch}): the dataflow graph lowers BHViT's blocks (MSGDC / windowed "
-                f"MSMHA with QD attention); {cfg.arch}'s global attention with average-pooled K/V and its "
-                f"'{cfg.attn_quant}' attention quantizer have no integer lowering yet"]
+    if cfg.arch == "binaryvit" and cfg.attn_quant != "bit":
+        out.append(f"every block (binaryvit): attn_quant={cfg.attn_quant!r}; BinaryViT's attention is lowered with "
+                   f"its own quantizer c * clip(round(A / c), 0, 1) (attn_quant='bit')")
     if not cfg.binary:
         out.append("the whole network: binary=False is the full-precision teacher; the hardware takes the "
                    "binary student trained from it (make train CONFIG=... writes both)")
@@ -41,7 +40,7 @@ def unsupported(cfg) -> List[str]:
         out.append(f"config field 'norm' = {cfg.norm!r}: the residual stream's norms fold into per-channel "
                    f"affine kernels only as BatchNorm (a LayerNorm there would need a token-wise IntLayerNorm "
                    f"on every block); use norm='batchnorm'")
-    for s, mixer in enumerate(cfg.mixers):
+    for s, mixer in enumerate(cfg.mixers if cfg.arch == "bhvit" else ()):
         blocks = _blocks(cfg, s)
         if not blocks:
             continue

@@ -62,6 +62,16 @@ register("bhvit_pynq_fmnist_fp", _bhvit((1, 1, 1, 1), **{**_PYNQ, "in_chans": 1,
                                                           "binary": False, "downsample": "fp"}))
 register("bhvit_pynq_cifar10_fp", _bhvit((1, 1, 1, 1), **{**_PYNQ, "in_chans": 3, "num_classes": 10,
                                                            "binary": False, "downsample": "fp"}))
+# BinaryViT at board size: the baseline's pyramid on the same stage maps, channels, MLP ratios
+# and binary downsampling as bhvit_pynq_fmnist; global attention in every stage, heads 1-2-4-8
+# (head dimension 32), keys and values from 4x4 / 2x2 average-pooled tokens in stages 1-2
+# (16 keys each, as the 224x224 model's reduction 8 / 4 leaves 49 / 49), no stem GELU, its
+# attention quantiser c * clip(round(A / c), 0, 1), its four zero-padded pooling branches.
+_PYNQ_BINARYVIT = dict(arch="binaryvit", img_size=32, stem_patch=2, dims=(32, 64, 128, 256), depths=(1, 1, 1, 1),
+                       mlp_ratios=(4, 4, 2, 2), heads=(1, 2, 4, 8), kv_reduction=(4, 2, 1, 1), attn_quant="bit",
+                       stem_gelu=False, downsample="binary", in_chans=1, num_classes=10)
+register("binaryvit_pynq_fmnist", ViTConfig(**_PYNQ_BINARYVIT))
+register("binaryvit_pynq_fmnist_fp", ViTConfig(**{**_PYNQ_BINARYVIT, "binary": False, "downsample": "fp"}))
 
 
 class UnknownModelError(KeyError):

@@ -1,5 +1,5 @@
-"""Property tests over model configurations (hypothesis): any small valid BHViT configuration
-the hardware supports, with random weights and formats calibrated on random images, executes to
+"""Property tests over model configurations (hypothesis): any small valid BHViT or BinaryViT
+configuration the hardware supports, with random weights and formats calibrated on random images, executes to
 the same integers in every form of the flow:
 
 * golden model (hw.intnet) == its dataflow graph (hw.execute) == the ONNX graph run by qonnx /
@@ -11,7 +11,8 @@ the same integers in every form of the flow:
 The strategies draw the structural choices the issue lists: several blocks per stage, several
 attention windows per map, pooled tokens from several windows, head counts and dimensions,
 MLP ratios, MSGDC or MSMHA per stage, binary or FP downsampling, 1 or 3 input channels, input
-sizes, class counts, a stem with or without GELU, blocks with or without shift branches.
+sizes, class counts, a stem with or without GELU, blocks with or without shift branches; BinaryViT with
+its global attention on keys from r x r pooled tokens.
 """
 import shutil
 
@@ -54,11 +55,17 @@ def configs(draw, max_stages=4, max_img=32, widths=(8, 16), max_depth=2):
         pool.append(draw(st.sampled_from(_divisors(s))))
     depths = [draw(st.integers(0, max_depth)) for _ in range(n)]
     assume(sum(depths) > 0)
+    arch = draw(st.sampled_from(["bhvit", "binaryvit"]))
+    kv = [1] * n
+    if arch == "binaryvit":      # global attention everywhere, keys from r x r pooled tokens
+        heads = [draw(st.sampled_from([h for h in _divisors(d) if d // h >= 4])) for d in dims]
+        kv = [draw(st.sampled_from(_divisors(s))) for s in sides]
     return ViTConfig(
-        arch="bhvit", img_size=side * stem, in_chans=draw(st.sampled_from([1, 3])),
+        arch=arch, attn_quant="bit" if arch == "binaryvit" else "qd", img_size=side * stem,
+        in_chans=draw(st.sampled_from([1, 3])),
         num_classes=draw(st.integers(2, 10)), stem_patch=stem, dims=tuple(dims), depths=tuple(depths),
         mlp_ratios=tuple(draw(st.integers(1, 4)) for _ in range(n)), heads=tuple(heads), mixers=tuple(mixers),
-        window=tuple(window), pool_kernel=tuple(pool), kv_reduction=(1,) * n,
+        window=tuple(window), pool_kernel=tuple(pool), kv_reduction=tuple(kv),
         dilations=tuple(draw(st.sampled_from([(1,), (1, 2), (1, 3, 5)]))),
         conv_groups=draw(st.sampled_from([g for g in (1, 2, 4) if c0 % g == 0])),
         downsample=draw(st.sampled_from(["binary", "fp"])), stem_gelu=draw(st.booleans()),
@@ -98,20 +105,26 @@ def test_golden_onnx_and_pytorch_forms_agree_on_any_supported_configuration(cfg,
     low = lower(net.graph)
     assert np.array_equal(run(low, x.transpose(0, 2, 3, 1).astype(np.int64)), want)
     # the structure asked for is the structure built
-    n_att = sum(d for d, m in zip(cfg.depths, cfg.mixers) if m == "msmha")
+    n_att = sum(d for d, m in zip(cfg.depths, cfg.mixers) if m == "msmha" or cfg.arch == "binaryvit")
     assert sum(n.op == "QDAttention" for n in net.graph.nodes) == n_att
+    n_up = 2 * sum(d for d, r in zip(cfg.depths, cfg.kv_reduction) if r > 1) if cfg.arch == "binaryvit" else 0
+    assert sum(n.op == "PooledUpsample" and n.attrs["win"] == 0 for n in net.graph.nodes) == n_up
     assert any(n.name == "stem.gelu" for n in net.graph.nodes) == cfg.stem_gelu
-    assert sum(n.op == "ShiftBranch" for n in net.graph.nodes) == 6 * sum(cfg.depths) * cfg.shift_branches
+    per_block = 6 if cfg.arch == "bhvit" else 4
+    assert sum(n.op == "ShiftBranch" for n in net.graph.nodes) == per_block * sum(cfg.depths) * cfg.shift_branches
 
 
 FIELDS_TO_BREAK = st.sampled_from([
-    ("heads", lambda c: [3 if m == "msmha" else 1 for m in c.mixers] if "msmha" in c.mixers else None),
-    ("window", lambda c: [s + 1 for s in c.stage_sizes()] if "msmha" in c.mixers else None),
+    ("heads", lambda c: [3] * len(c.dims) if c.arch == "binaryvit" else
+     [3 if m == "msmha" else 1 for m in c.mixers] if "msmha" in c.mixers else None),
+    ("window", lambda c: [s + 1 for s in c.stage_sizes()] if c.arch == "bhvit" and "msmha" in c.mixers else None),
+    ("kv_reduction", lambda c: [s + 1 for s in c.stage_sizes()] if c.arch == "binaryvit" else None),
     ("stem_patch", lambda c: c.img_size + 1),
     ("depths", lambda c: list(c.depths) + [1]),
-    ("dims", lambda c: [c.dims[0]] + [d + 1 for d in c.dims[1:]]),
+    # (BinaryViT's heads then fail first: d + 1 splits into none of them)
+    ("dims", lambda c: [c.dims[0]] + [d + 1 for d in c.dims[1:]] if c.arch == "bhvit" else None),
     ("mixers", lambda c: ["conv"] * len(c.dims)),
-    ("conv_groups", lambda c: c.dims[0] + 1 if "msgdc" in c.mixers else None),
+    ("conv_groups", lambda c: c.dims[0] + 1 if c.arch == "bhvit" and "msgdc" in c.mixers else None),
     ("mlp_ratios", lambda c: [0] * len(c.dims)),
 ])
 

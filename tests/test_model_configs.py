@@ -107,7 +107,7 @@ def test_the_example_config_in_docs_is_valid_and_lowers():
 
 # ----------------------------------------------------------------- what the hardware refuses
 UNSUPPORTED = [
-    (dict(arch="binaryvit", attn_quant="bit", stem_gelu=False), "every block (binaryvit)"),
+    (dict(arch="binaryvit", attn_quant="lsq", stem_gelu=False), "every block (binaryvit): attn_quant='lsq'"),
     (dict(attn_quant="lsq"), "stages.2.0 (MSMHA): attn_quant='lsq'"),
     (dict(msgdc_input_in_rprelu=False), "stages.0.0 (MSGDC): msgdc_input_in_rprelu=False"),
     (dict(pool_pad_quirk=True), "stages.3.0 (MSMHA): pool_pad_quirk=True"),

@@ -48,12 +48,14 @@ def test_bad_config_is_rejected_with_a_reason():
 def test_pynq_model_fits_the_board_budget():
     """All binary weights of the board model in well under 140 RAMB36 (36 kbit each)."""
     from model.layers import binary_weight_layers
-    m = create_model("bhvit_pynq_fmnist")
-    bits = sum(l.weight.numel() for l in binary_weight_layers(m))
-    assert bits / 36864 < 30, f"{bits} weight bits = {bits / 36864:.1f} RAMB36"
+    for name in ("bhvit_pynq_fmnist", "binaryvit_pynq_fmnist"):
+        m = create_model(name)
+        bits = sum(l.weight.numel() for l in binary_weight_layers(m))
+        assert bits / 36864 < 30, f"{name}: {bits} weight bits = {bits / 36864:.1f} RAMB36"
 
 
-@pytest.mark.parametrize("name", ["bhvit_pynq_fmnist", "bhvit_pynq_cifar10", "bhvit_pynq_fmnist_fp"])
+@pytest.mark.parametrize("name", ["bhvit_pynq_fmnist", "bhvit_pynq_cifar10", "bhvit_pynq_fmnist_fp", "binaryvit_pynq_fmnist",
+                                  "binaryvit_pynq_fmnist_fp"])
 def test_small_models_forward_backward(name):
     cfg = get_config(name)
     m = create_model(cfg)

@@ -19,10 +19,13 @@ class AttentionWindows(MapBuffer):
 
     def geometry(self, io) -> dict:
         """Checks the map against its windows: {h, w, win, c, n_win, n_loc}."""
+        return self.geometry_of(io, self.attrs["win"])
+
+    def geometry_of(self, io, win: int) -> dict:
         a = self.attrs
-        h, w, win, c = a["H"], a["W"], a["win"], io.out.width
+        h, w, c = a["H"], a["W"], io.out.width
         check_fold(self.name, "PE", c, self.pe)
-        if h % win or w % win:
+        if win < 1 or h % win or w % win:
             raise ValueError(f"{self.name}: {win}x{win} windows do not tile the {h}x{w} map")
         return dict(h=h, w=w, win=win, c=c, n_win=(h // win) * (w // win), n_loc=win * win)
 
@@ -39,4 +42,5 @@ class AttentionWindows(MapBuffer):
     def rtl_common(self, io) -> dict:
         g = self.geometry(io)
         return dict(node=self.name, h=g["h"], w=g["w"], win=g["win"], cf=g["c"] // self.pe, pe=self.pe,
-                    nwy=g["h"] // g["win"], nwx=g["w"] // g["win"], bits=counter_bits, banks=self.banks)
+                    nwy=g["h"] // g["win"] if g["win"] else 1, nwx=g["w"] // g["win"] if g["win"] else 1,
+                    bits=counter_bits, banks=self.banks)

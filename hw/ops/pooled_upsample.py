@@ -1,6 +1,8 @@
 """PooledUpsample: the pooled tokens of an attention stream summed over all windows and
 nearest-upsampled back to the map (MSMHA's high-scale branch; the mean's 1/windows folds into
-the blend Affine after it).
+the blend Affine after it).  With ``win`` 0 the stream is a pooled map alone (one "window" of
+no local tokens): a plain nearest upsampling (BinaryViT's keys and values from pooled tokens,
+brought back to the map for the context sum).
 
 HLS: ``bhvit::pooled_upsample`` (bhvit_tokens.hpp); RTL: pooled_upsample.sv.j2.
 """
@@ -21,7 +23,7 @@ class PooledUpsample(AttentionWindows):
     def execute(self, c):
         a = self.attrs
         h, w, win = a["H"], a["W"], a["win"]
-        n_win = (h // win) * (w // win)
+        n_win = (h // win) * (w // win) if win else 1
         high = c[:, win * win:]
         side = int(round(math.sqrt(high.shape[1])))
         b, dim = c.shape[0] // n_win, c.shape[-1]
@@ -32,13 +34,19 @@ class PooledUpsample(AttentionWindows):
         from ..torch_form import map_to_tokens as tok
         a = self.attrs
         h, w, win = a["H"], a["W"], a["win"]
-        n_win = (h // win) * (w // win)
+        n_win = (h // win) * (w // win) if win else 1
         high = c[:, win * win:]
         side = int(round(math.sqrt(high.shape[1])))
         b, dim = c.shape[0] // n_win, c.shape[-1]
         high = high.reshape(b, n_win, side, side, dim).sum(1).permute(0, 3, 1, 2)
         f = h // side
         return tok(high.repeat_interleave(f, dim=2).repeat_interleave(f, dim=3))
+
+    def geometry(self, io) -> dict:
+        if self.attrs["win"]:
+            return super().geometry(io)
+        g = super().geometry_of(io, 1)          # win 0: the whole stream is the pooled map
+        return dict(g, win=0, n_win=1, n_loc=0)
 
     def side(self, io, pooled: int) -> int:
         """The pooled tokens' map side (they upsample by H / side)."""

@@ -100,7 +100,24 @@ def geometry(h, w, win, kp, pe, banks=2, c=8, images=3):
             for op in ops}
 
 
+def upsample_case(name, h, side, c, pe, banks=2, images=3, seed=0, bits=10):
+    """PooledUpsample with win 0: the input is a side x side map alone, nearest-upsampled to h x h
+    (BinaryViT's keys and values from pooled tokens, back on the map)."""
+    rng = np.random.default_rng(seed)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    small = rng.integers(lo, hi + 1, (images, side * side, c))
+    small[0, 0] = lo
+    f = h // side
+    want = small.reshape(images, side, 1, side, 1, c).repeat(f, 2).repeat(f, 4).reshape(images, h * h, c)
+    return case("PooledUpsample", name, [small], [f"INT{bits}"], f"INT{bits + 1}",
+                dict(H=h, W=h, win=0, PE=pe, BANKS=banks), images=images, want=want)
+
+
 CASES = {
+    # win 0: a plain nearest upsampling (4x4 pooled tokens of a 16x16 map; 2x2 of 4x4, one bank)
+    "pups_upsample_16_from_4": lambda: upsample_case("pups_upsample_16_from_4", 16, 4, 8, 2, seed=164),
+    "pups_upsample_4_from_2_one_bank": lambda: upsample_case("pups_upsample_4_from_2_one_bank", 4, 2, 4, 4, banks=1,
+                                                             seed=42),
     **geometry(4, 4, 4, 4, 1),          # stage 2 of the shipped model: one window, one pooled token, PE = 1
     **geometry(4, 6, 2, 2, 4),          # 2 x 3 windows, 6 pooled tokens (not a square: no PooledUpsample)
     **geometry(6, 6, 3, 2, 8),          # 4 windows, 3 x 3 pooled tokens upsampled by 2, fully parallel
