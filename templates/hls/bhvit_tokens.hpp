@@ -305,10 +305,11 @@ void window_reverse(hls::stream<ap_uint<PE * B> > &in, hls::stream<ap_uint<PE * 
 template <unsigned H, unsigned W, unsigned WIN, unsigned SIDE, unsigned C, unsigned PE, unsigned IB, bool SIGNED,
           unsigned OB>
 void pooled_upsample(hls::stream<ap_uint<PE * IB> > &in, hls::stream<ap_uint<PE * OB> > &out, unsigned images) {
-    static_assert(C % PE == 0 && H % WIN == 0 && W % WIN == 0, "PE must divide C, WIN the map");
+    // WIN 0: the input is the pooled map alone (no windows, no local tokens): a nearest upsampling
+    static_assert(C % PE == 0 && (WIN == 0 || (H % WIN == 0 && W % WIN == 0)), "PE must divide C, WIN the map");
     static_assert(H % SIDE == 0 && W % SIDE == 0 && H / SIDE == W / SIDE, "one upsampling factor for both axes");
     constexpr unsigned CF = C / PE, L = WIN * WIN, P = SIDE * SIDE, F = H / SIDE;
-    constexpr unsigned NWIN = (H / WIN) * (W / WIN);
+    constexpr unsigned NWIN = WIN ? (H / (WIN ? WIN : 1)) * (W / (WIN ? WIN : 1)) : 1;
     ap_uint<PE * OB> acc[P * CF];
     for (unsigned img = 0; img < images; img++) {
         for (unsigned win = 0; win < NWIN; win++) {
