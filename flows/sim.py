@@ -20,6 +20,10 @@ Steps:
    (hw/yosys.py; cached under build/yosys, 20-30 min the first time for the shipped
    model with 2 jobs), against the device and beside the analytical estimate (``--no-synth``
    skips it);
+6b. a static timing estimate at ``--clock`` MHz (default the board's clock; hw/timing.py,
+   docs/timing.md): every distinct module's critical path (Yosys ``sta`` cell delays plus a
+   routing, clock-to-out, setup and uncertainty model of the board's family) and the ready
+   chains of direct links across modules; skipped with ``--no-synth``;
 7. ``build/<model>/sim_<board>/``: report.md, report.json, report.png (per-layer cycles of the
    cost model against the measured period, resources), folding.json, logits.npy (the RTL top's).
 
@@ -78,12 +82,15 @@ def measure(res, images: int, clock_mhz: float) -> dict:
 
 def write_sim_report(folder: Path, res: dict) -> None:
     from hw.rtl_top import READY_CHAIN
+    from hw.timing import READY_LUT_LEVELS
     b, m, cost, est = res["board"], res["measured"], res["estimate"]["cost"], res["estimate"]
     syn = res.get("synth")
     dev = res["cost_deviation_pct"]
     build = "cached" if res["build_s"] < 1 else f"{res['build_s']:.0f} s"
+    tim = res.get("timing")
     md = [f"# RTL simulation of {res['model']} for {b['name']} ({b['part']}, {b['clock_mhz']:.0f} MHz)", "",
           f"Command: `{res['command']}`", "", f"Folding: {res['folding_source']}.", "",
+          *([timing_summary(tim), ""] if tim else []),
           f"Logits of the RTL top on {res['images']} Fashion-MNIST test images: "
           f"**{'equal to the golden model' if res['equal'] else 'MISMATCH'}** (np.array_equal; "
           f"{res['mismatched_images']} images differ).", "",
@@ -128,6 +135,7 @@ def write_sim_report(folder: Path, res: dict) -> None:
         md += [f"Yosys was not run ({res['synth_skipped']}). Analytical estimate (hw.cost + FIFOs): "
                + ", ".join(f"{k} {est['used'][ek]:,} ({100 * est['utilisation'][ek]:.1f} %)"
                            for k, ek in ESTIMATE_KEY.items()) + ".", ""]
+    md += timing_lines(tim)
     md += ["## How each figure was measured", "",
            f"* Logits, cycles, latency, FIFOs: `{res['command']}` builds the stitched top "
            f"(`hw.rtl_top.rtl_top`) with Verilator ({res['tools']['verilator']}; `hw.rtlsim.build`, "
@@ -146,7 +154,13 @@ def write_sim_report(folder: Path, res: dict) -> None:
             "boundaries is not seen (an upper bound of a flat synthesis); Vivado maps differently in detail. Slice "
             "LUTs = logic LUTs + LUTs of LUT memories and shift registers.") if syn else "* Yosys: not run.",
            "* Analytical estimate: `flows.common.estimate` (hw.cost per node plus the top's FIFOs), as `make hls` "
-           "reports it.", "",
+           "reports it.",
+           (f"* Timing: `hw.timing.design_timing` runs `synth_xilinx -family xc7 -noclkbuf` and `sta` against "
+            "Yosys' Xilinx cell library (its specify blocks) on every distinct module and adds the delay model "
+            f"`{tim['delay_model']['name']}` ({tim['delay_model']['source']}); the ready chains of direct links "
+            f"are {READY_LUT_LEVELS} LUT level and a routing hop per module ({tim['seconds']:.0f} s, cached in "
+            "build/timing; docs/timing.md). An estimate without placement or routing, not a Vivado timing "
+            "report.") if tim else "* Timing: not estimated (needs Yosys).", "",
            "## Per layer", "",
            "| node | op | PE | SIMD | cost cycles/image | cycles / measured period |"
            + (" LUT | FF | BRAM36 | DSP |" if syn else ""),
@@ -161,6 +175,28 @@ def write_sim_report(folder: Path, res: dict) -> None:
         md.append(line)
     md += ["", "![cycles per layer and resources](report.png)", ""]
     write_report(folder, res, md, plot)
+
+
+def timing_summary(tim: dict) -> str:
+    """One sentence: does the estimate meet the clock."""
+    verdict = "meets" if tim["meets"] else "**misses**"
+    return (f"Timing estimate: the worst path, {tim['worst_ns']:.2f} ns ({tim['worst_kind']} `{tim['worst_path']}`), "
+            f"{verdict} the {tim['clock_mhz']:g} MHz clock ({tim['clock_ns']:.2f} ns); estimated Fmax "
+            f"{tim['fmax_mhz']:.0f} MHz.")
+
+
+def timing_lines(tim) -> list:
+    """report.md's table of the 10 worst paths."""
+    if not tim:
+        return []
+    md = ["## Timing estimate", "", timing_summary(tim) + f" Worst module: `{tim['worst_module']}` "
+          f"({tim['worst_module_ns']:.2f} ns); {len(tim['ready_paths'])} ready chains across modules.", "",
+          "| path | kind | ns | Fmax MHz | start | end | cells | nets |", "|---|---|---|---|---|---|---|---|"]
+    for p in tim["paths"]:
+        md.append(f"| {p['name']} | {p['kind']} | {p['total_ns']:.2f} | {1000 / p['total_ns']:.0f} | "
+                  f"{p['start']} | {p['end']} | {p['cells']} | {p['nets']} |" if p["total_ns"] else
+                  f"| {p['name']} | {p['kind']} | 0 | - | | | 0 | 0 |")
+    return md + [""]
 
 
 def sizing_lines(sizing, bram) -> list:
@@ -214,6 +250,8 @@ def check_request(a) -> None:
     """What `make sim` needs besides `make hls`'s inputs: two images or more, Verilator, and Yosys
     unless --no-synth (FlowInputError otherwise)."""
     from hw import rtlsim, yosys
+    if a.clock is not None and not a.clock > 0:
+        raise FlowInputError(f"--clock must be a positive frequency in MHz, got {a.clock:g}")
     if a.images < 2:
         raise FlowInputError(f"--images must be at least 2 (a period needs two images), got {a.images}")
     try:
@@ -294,6 +332,16 @@ class SimRun:
                                                        mismatched_images=bad2, fifo_bram36=fifo_bram["measured"]))
         return run, checked, sizing
 
+    def timing(self, clock_mhz: float):
+        """Timing estimate of the whole top at ``clock_mhz`` (hw.timing.design_timing)."""
+        from hw import timing
+        tim = timing.design_timing(self.graph, self.shape, self.inp.name, d=self.pr.design, clock_mhz=clock_mhz,
+                                   family=timing.delay_model(self.board).name.split("-")[0], jobs=self.a.jobs,
+                                   delay=timing.delay_model(self.board))
+        print(f"[sim] timing estimate: worst path {tim['worst_ns']:.2f} ns ({tim['worst_kind']} {tim['worst_path']}), "
+              + ("meets" if tim["meets"] else "MISSES") + f" the {clock_mhz:g} MHz clock ({tim['clock_ns']:.2f} ns)")
+        return tim
+
     def synthesize(self):
         """Yosys counts of the whole top against the board (hw.yosys.top_resources)."""
         from hw import yosys
@@ -309,7 +357,9 @@ class SimRun:
 def main(argv=None) -> int:
     p = flow_parser("flows.sim", __doc__, 2, "parallel Yosys processes (default 2)")
     p.add_argument("--images", type=int, default=100, help="test images through the RTL top (default 100, at least 2)")
-    p.add_argument("--no-synth", action="store_true", help="skip the Yosys counts")
+    p.add_argument("--no-synth", action="store_true", help="skip the Yosys counts and the timing estimate")
+    p.add_argument("--clock", type=float, default=None, metavar="MHZ",
+                   help="clock the timing estimate is checked against (default the board's)")
     p.add_argument("--no-size-fifos", action="store_true",
                    help="keep the delay model's FIFO depths (default: size them from the first run's occupancy, "
                         "rebuild and simulate again; not with --fifo-depths, which sets them)")
@@ -355,11 +405,13 @@ def main(argv=None) -> int:
             for name, fi, fo in rtl_top.measured_bottlenecks(pr.design, run.stalls, run.cycles)]
     layers = [dict(name=r["name"], op=r["op"], PE=r["PE"], SIMD=r["SIMD"], cycles=r["cycles"],
                    utilisation=r["cycles"] / m["cycles_per_image"]) for r in cost["nodes"]]
-    synth = None
+    synth = tim = None
     if not a.no_synth:
+        from hw.timing import TimingError
         try:
             synth = sim.synthesize()
-        except yosys.YosysError as exc:
+            tim = sim.timing(a.clock or board.clock_mhz)
+        except (yosys.YosysError, TimingError) as exc:
             print(f"error: Yosys failed: {exc}", file=sys.stderr)
             return 1
     tools = dict(verilator=tool_version([rtlsim.verilator(), "--version"]),
@@ -368,11 +420,14 @@ def main(argv=None) -> int:
                max_util=a.max_util, folding_source=pr.folding_source, images=n, equal=equal, mismatched_images=bad,
                measured=m, cost_deviation_pct=dev, estimate=est, layers=layers, fifos=len(run.fifos),
                direct_links=sum(c.depth == 0 for c in pr.design.channels), fifos_full=full, fifo_bram36=fifo_bram,
-               fifo_sizing=sizing, measured_bottlenecks=slow, synth=synth,
+               fifo_sizing=sizing, measured_bottlenecks=slow, synth=synth, timing=tim,
                synth_skipped="--no-synth" if synth is None else "", tools=tools, build_s=round(sim.build_s, 1),
                simulate_s=round(sim.sim_s, 1), idle_cycles=sim.idle, seconds=round(time.time() - t0, 1))
     write_sim_report(folder, res)
     print(f"[sim] wrote {folder}/report.md, report.json, report.png ({res['seconds']:.0f} s)")
+    if tim and not tim["meets"]:
+        print(f"warning: the timing estimate misses the {tim['clock_mhz']:g} MHz clock: worst path "
+              f"{tim['worst_ns']:.2f} ns ({tim['worst_path']}), estimated Fmax {tim['fmax_mhz']:.0f} MHz", file=sys.stderr)
     if not equal:
         print(f"error: the RTL top's logits differ from the golden model on {bad} of {n} images", file=sys.stderr)
     return 0 if equal else 1

@@ -116,8 +116,12 @@ def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet
     # the Yosys part of the report, with stand-in counts per module (10 LUT, 20 FF, ... each)
     def fake_counts(src, top, family="xc7"):
         return dict(LUT=10, FF=20, CARRY=1, BRAM=0.5, DSP=1, LUTRAM=2, MUXF=0, cells={"RAM32M": 2})
-    from hw import yosys
+    from hw import timing, yosys
     monkeypatch.setattr(yosys, "synth_counts", fake_counts)
+    # ... and a stand-in critical path per module: 12.5 ns, which misses the board's 100 MHz
+    slow = dict(cell_ns=10.0, cells=3, nets=3, tco_ns=0.0, net_ns=1.5, setup_ns=0.1, uncertainty_ns=0.2,
+                total_ns=12.5, fmax_mhz=80.0, start="r (FDRE.C)", end="s (FDRE.D)", cell_types=[], delay_model="xc7-1")
+    monkeypatch.setattr(timing, "module_timing", lambda *args, **kw: dict(slow))
     rc, stdout, err = _run(capsys, "--ckpt", CKPT, "--intnet", shipped_intnet_file, "--images", 2, "--out", out,
                            "--no-size-fifos")
     assert rc == 0, stdout + err
@@ -129,6 +133,10 @@ def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet
     md = (out / "report.md").read_text()
     assert f"| LUT (slice: logic + memory) | {18 * n:,} | {100 * 18 * n / 53_200:.1f} % of 53,200 |" in md
     assert "synth_xilinx -family xc7" in md and "kept the depths it was given" in md
+    tim = json.loads((out / "report.json").read_text())["timing"]
+    assert tim["clock_ns"] == 10.0 and tim["worst_ns"] == 12.5 and not tim["meets"] and tim["worst_module"]
+    assert len(tim["modules"]) == syn["modules"] and tim["ready_paths"] and len(tim["paths"]) == 10
+    assert "**misses** the 100 MHz clock" in md and "## Timing estimate" in md and "misses the 100 MHz" in err
 
 
 def test_sized_fifo_depths_never_deepen_a_fifo():
