@@ -67,9 +67,10 @@ class DelayModel:
 
 
 # Sources (docs/timing.md has the table and the reasoning):
-#  * tco, setup: the CLB switching characteristics of the data sheets, Zynq-7000 "DC and AC
-#    Switching Characteristics" (DS187; Tcko, Tdick at speed grade -1) and Zynq UltraScale+ MPSoC
-#    "DC and AC Switching Characteristics" (DS925; Tcko, Tdick at -1 and -2), rounded up;
+#  * tco, setup: of the order the CLB switching characteristics of the data sheets give, Zynq-7000
+#    "DC and AC Switching Characteristics" (DS187; Tcko, Tdick at speed grade -1) and Zynq
+#    UltraScale+ MPSoC "DC and AC Switching Characteristics" (DS925; Tcko, Tdick at -1 and -2),
+#    on the slow side; not checked against the data sheets here (assumptions until calibrated);
 #  * net: an assumption, not a data-sheet figure (the data sheets give no routing delays): a
 #    typical short route between neighbouring slices, larger on the slower 7-series fabric;
 #  * uncertainty: an assumption for a clock from the PS or an MMCM (jitter plus skew);
@@ -77,11 +78,11 @@ class DelayModel:
 #    the two data sheets give (LUT and carry switching characteristics), rounded up.
 DELAY_MODELS = {
     "xc7-1": DelayModel("xc7-1", tco=0.50, setup=0.10, uncertainty=0.20, net=0.50, cell_scale=1.0,
-                        source="DS187 (Zynq-7000, -1): Tcko, Tdick; net, uncertainty assumed"),
+                        source="DS187 (Zynq-7000, -1) Tcko / Tdick as estimated; net, uncertainty assumed"),
     "xcup-1": DelayModel("xcup-1", tco=0.40, setup=0.10, uncertainty=0.15, net=0.40, cell_scale=0.8,
-                         source="DS925 (Zynq UltraScale+, -1): Tcko, Tdick; net, uncertainty, scale assumed"),
+                         source="DS925 (Zynq UltraScale+, -1) Tcko / Tdick as estimated; net, uncertainty, scale assumed"),
     "xcup-2": DelayModel("xcup-2", tco=0.35, setup=0.08, uncertainty=0.15, net=0.35, cell_scale=0.7,
-                         source="DS925 (Zynq UltraScale+, -2): Tcko, Tdick; net, uncertainty, scale assumed"),
+                         source="DS925 (Zynq UltraScale+, -2) Tcko / Tdick as estimated; net, uncertainty, scale assumed"),
 }
 # Modules and kernels a combinational ready path passes through: LUT levels each (the ready of a
 # kernel whose input ready follows its output ready: out_ready or not holding a word, one LUT;
