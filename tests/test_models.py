@@ -98,3 +98,11 @@ def test_export_qonnx_gives_bipolar_quant_nodes(tmp_path):
     g = onnx.load(str(path)).graph
     ops = [n.op_type for n in g.node]
     assert ops.count("BipolarQuant") == 2, ops   # activation and weight
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("bhvit_pynq_fmnist", 958_954), ("bhvit_pynq_cifar10", 959_210), ("bhvit_pynq_fmnist_fp", 957_386),
+    ("bhvit_pynq_cifar10_fp", 957_642), ("binaryvit_pynq_fmnist", 948_942), ("binaryvit_pynq_fmnist_fp", 947_370)])
+def test_board_sized_parameter_counts(name, expected):
+    """The counts docs/training.md lists for the board-sized models."""
+    assert count_parameters(create_model(name)) == expected
