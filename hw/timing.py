@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -197,23 +196,19 @@ def path_estimate(path: dict, model: DelayModel) -> dict:
 
 def sta_path(sv_source: str, top: str) -> dict | None:
     """Yosys' critical path of one module (:func:`parse_sta`), cached under build/timing/."""
-    from .rtlsim import tool_env
-    from .yosys import YosysError, yosys_cmd
+    from .yosys import YosysError, run_yosys
     script = sta_script(top)
     key = hashlib.sha256("\n".join([sv_source, script]).encode()).hexdigest()[:16]
     TIMING_CACHE.mkdir(parents=True, exist_ok=True)
     hit = TIMING_CACHE / f"{top[:60]}-{key}.json"
     if hit.exists():
         return json.loads(hit.read_text())["path"]
-    env = tool_env()
-    env["YOWASP_CACHE_DIR"] = str(ROOT / "build" / "yowasp-cache")
-    try:
-        cmd = yosys_cmd()
-    except YosysError as exc:
-        raise TimingError(str(exc)) from None
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "dut.sv").write_text(sv_source)
-        res = subprocess.run([*cmd, "-q", "-p", script], cwd=d, capture_output=True, text=True, env=env)
+        try:
+            res = run_yosys(script, d)
+        except YosysError as exc:
+            raise TimingError(str(exc)) from None
         rep = Path(d) / "sta.txt"
         if res.returncode != 0 or not rep.exists():
             raise TimingError(f"yosys sta failed for {top}:\n{(res.stdout + res.stderr)[-4000:]}")

@@ -56,6 +56,41 @@ def yosys_cmd() -> list:
     return [found]
 
 
+YOWASP_CACHE = ROOT / "build" / "yowasp-cache"
+
+
+def yosys_env() -> dict:
+    """The environment of a Yosys run: the venv's tools on PATH, YoWASP's compiled-module cache
+    under build/.  The first run on a fresh clone compiles Yosys' WebAssembly into that cache;
+    it happens once, under a lock, so that parallel first runs (pytest-xdist workers, the
+    synthesis jobs) never meet a half-written cache (seen as a Yosys that exits with no output)."""
+    import fcntl
+    env = tool_env()
+    env["YOWASP_CACHE_DIR"] = str(YOWASP_CACHE)
+    done = YOWASP_CACHE / ".compiled"
+    if not done.exists():
+        YOWASP_CACHE.mkdir(parents=True, exist_ok=True)
+        with open(YOWASP_CACHE.parent / "yowasp-cache.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not done.exists():
+                res = subprocess.run([*yosys_cmd(), "-q", "-p", "help"], capture_output=True, text=True, env=env)
+                if res.returncode != 0:
+                    raise YosysError(f"yosys does not start:\n{(res.stdout + res.stderr)[-2000:]}")
+                cache.write_text(done, "")
+    return env
+
+
+def run_yosys(script: str, cwd):
+    """Yosys on ``script`` in ``cwd``; one more try where it died without a word (a process
+    killed from outside, e.g. for memory), a clear YosysError otherwise."""
+    env = yosys_env()
+    for _ in range(2):
+        res = subprocess.run([*yosys_cmd(), "-q", "-p", script], cwd=cwd, capture_output=True, text=True, env=env)
+        if res.returncode == 0 or (res.stdout + res.stderr).strip():
+            return res
+    return res
+
+
 def synth_counts(sv_source: str, top: str, family: str = "xc7") -> dict:
     """Yosys ``synth_xilinx -family xc7`` of one module: {LUT, FF, CARRY, BRAM (RAMB36
     equivalents), DSP, LUTRAM, MUXF, cells: {type: n}}, cached under build/yosys/ by the
@@ -67,13 +102,11 @@ def synth_counts(sv_source: str, top: str, family: str = "xc7") -> dict:
     hit = YOSYS_CACHE / f"{top[:60]}-{key}.json"
     if hit.exists():
         return counts(json.loads(hit.read_text()))
-    env = tool_env()
-    env["YOWASP_CACHE_DIR"] = str(ROOT / "build" / "yowasp-cache")
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "dut.sv").write_text(sv_source)
-        res = subprocess.run([*yosys_cmd(), "-q", "-p", script], cwd=d, capture_output=True, text=True, env=env)
+        res = run_yosys(script, d)
         if res.returncode != 0 or not (Path(d) / "stat.json").exists():
-            raise YosysError(f"yosys failed for {top}:\n{(res.stdout + res.stderr)[-4000:]}")
+            raise YosysError(f"yosys failed for {top} (exit {res.returncode}):\n{(res.stdout + res.stderr)[-4000:]}")
         stat = json.loads((Path(d) / "stat.json").read_text())
     mod = stat.get("modules", {}).get(top) or stat.get("design") or {}
     cells = {k: int(v) for k, v in (mod.get("num_cells_by_type") or {}).items()}

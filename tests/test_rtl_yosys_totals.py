@@ -55,3 +55,25 @@ def test_missing_yosys_says_make_setup(monkeypatch):
     monkeypatch.setattr(yosys, "yosys_cmd", missing)
     with pytest.raises(yosys.YosysError, match="make setup"):
         yosys.top_resources(rtl_graph(), SHAPE, "small_rtl")
+
+
+def test_yosys_first_run_warms_its_cache_once_and_a_silent_death_is_retried(tmp_path, monkeypatch):
+    """YoWASP compiles Yosys into build/yowasp-cache on its first run: once, under a lock, marked
+    done; a Yosys that dies without a word (killed from outside) is run once more."""
+    import subprocess as sp
+    from types import SimpleNamespace
+
+    from hw import yosys
+    calls = []
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd[-1])
+        silent = cmd[-1] == "flaky" and calls.count("flaky") == 1
+        return SimpleNamespace(returncode=1 if silent else 0, stdout="", stderr="")
+
+    monkeypatch.setattr(yosys, "YOWASP_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(sp, "run", fake_run)
+    assert yosys.yosys_env()["YOWASP_CACHE_DIR"] == str(tmp_path / "cache")
+    yosys.yosys_env()
+    assert calls == ["help"] and (tmp_path / "cache" / ".compiled").exists()
+    assert yosys.run_yosys("flaky", tmp_path).returncode == 0 and calls.count("flaky") == 2
