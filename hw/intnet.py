@@ -404,6 +404,26 @@ class _Folder:
                 bias = bias + _np(sh[name].move)
         return self.affine(pre + ".out", ins, bias, self.fmt(pre + ".out", pre + ":out"))
 
+    def keys_values(self, at, att, q: Fmt, src: Fmt) -> tuple:
+        """The k and v units on ``src`` and the signs of q, k and v (an attention mixer's)."""
+        kf = self.unit(at + ".k", src, 1.0)
+        v = self.unit(at + ".v", src, 1.0)
+        self.threshold(at + ".q_sign", att.q_sign, q)
+        self.threshold(at + ".k_sign", att.k_sign, kf)
+        self.threshold(at + ".v_sign", att.v_sign, v)
+        return kf, v
+
+    def context(self, at, att, ctx: Fmt, ctx_mult, q: Fmt, kf: Fmt, v: Fmt) -> Fmt:
+        """RPReLU(BN(A V) + q + k + v): the attention's integer context (format ``ctx``; its
+        multiplier ``ctx_mult(bn_scale)``, the BN scale over QD's levels or times BinaryViT's c)
+        with the full-precision q, k and v."""
+        sc, bc = bn_affine(att.context_norm)
+        zf = self.fmt(at + ".context.z", at + ".context_act:z", self.spec.pre_bits)
+        ones = np.ones(sc.shape[0])
+        self.affine(at + ".context", [(ctx, ctx_mult(sc)), (q, ones), (kf, ones), (v, ones)],
+                    bc - _np(att.context_act.move1), zf)
+        return self.rprelu(at + ".context_act", att.context_act, zf, self.fmt(at + ".context_act", at + ".context_act:out"))
+
     def global_attention(self, pre, s, tf, n1, yf):
         """BinaryViT's mixer: queries from every token, keys and values from r x r average-pooled
         tokens (r = kv_reduction), its attention quantiser c clip(round(A / c), 0, 1) as one QD
@@ -419,24 +439,16 @@ class _Folder:
             pf = self.affine(at + ".pool", [(n1, np.full(C, 1.0 / (r * r)))], np.zeros(C),
                              self.fmt(at + ".pool", at + ".reduce:in"))
             src = self.unit(at + ".reduce", pf, 1.0)
-        kf = self.unit(at + ".k", src, 1.0)
-        v = self.unit(at + ".v", src, 1.0)
-        self.threshold(at + ".q_sign", att.q_sign, q)
-        self.threshold(at + ".k_sign", att.k_sign, kf)
-        self.threshold(at + ".v_sign", att.v_sign, v)
+        kf, v = self.keys_values(at, att, q, src)
         c = float(att.clip.detach()) if att.clip is not None else 0.0
         den = 1 << (self.spec.prob_bits + 4)
         # level = [A >= c / 2]; a clip c <= 0 keeps no key (round(A / c) <= 0), i.e. num1 > den
         num1 = int(round(c / 2 * den)) if c > 0 else den + 1
         self.net.p[at + ".qd"] = dict(table=K.exp_table(C // cfg.heads[s], self.spec.prob_bits), levels=1,
                                       num1=num1, step=0, den=den)
-        sc, bc = bn_affine(att.context_norm)
-        zf = self.fmt(at + ".context.z", at + ".context_act:z", self.spec.pre_bits)
-        ones = np.ones(C)
         n_keys = (cfg.stage_sizes()[s] // r) ** 2
-        self.affine(at + ".context", [(int_fmt(n_keys), sc * max(c, 0.0)), (q, ones), (kf, ones), (v, ones)],
-                    bc - _np(att.context_act.move1), zf)
-        cf = self.rprelu(at + ".context_act", att.context_act, zf, self.fmt(at + ".context_act", at + ".context_act:out"))
+        cf = self.context(at, att, int_fmt(n_keys), lambda sc: sc * max(c, 0.0), q, kf, v)
+        ones = np.ones(C)
         pr = self.unit(pre + ".mixer.proj", cf, 1.0)
         ls = self.mods[pre + ".mixer.ls"]
         self.affine(pre + ".y", [(tf, ones), (pr, _np(ls.alpha))], _np(ls.move), yf)
@@ -466,20 +478,12 @@ class _Folder:
             eps=int(round(ln.eps * C ** 3 * 2.0 ** (2 * n1.frac))), r_bits=R, shift=R + M - tnf.frac,
             bits=tnf.bits)
         q = self.unit(at + ".q", tnf, 1.0)
-        kf = self.unit(at + ".k", tnf, 1.0)
-        v = self.unit(at + ".v", tnf, 1.0)
-        self.threshold(at + ".q_sign", att.q_sign, q)
-        self.threshold(at + ".k_sign", att.k_sign, kf)
-        self.threshold(at + ".v_sign", att.v_sign, v)
+        kf, v = self.keys_values(at, att, q, tnf)
         levels = att.attn_quant.levels
         self.net.p[at + ".qd"] = dict(table=K.exp_table(att.head_dim, self.spec.prob_bits), levels=levels)
-        sc, bc = bn_affine(att.context_norm)
-        zf = self.fmt(at + ".context.z", at + ".context_act:z", self.spec.pre_bits)
         ones = np.ones(C)
         n_tok = cfg.window[s] ** 2 + (cfg.stage_sizes()[s] // k) ** 2
-        self.affine(at + ".context", [(int_fmt(levels * n_tok), sc / levels), (q, ones), (kf, ones), (v, ones)],
-                    bc - _np(att.context_act.move1), zf)
-        cf = self.rprelu(at + ".context_act", att.context_act, zf, self.fmt(at + ".context_act", at + ".context_act:out"))
+        cf = self.context(at, att, int_fmt(levels * n_tok), lambda sc: sc / levels, q, kf, v)
         n_win = (cfg.stage_sizes()[s] // cfg.window[s]) ** 2
         p = _np(att.p)
         xa = self.fmt(at + ".blend", at + ":out")
