@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from . import cache
+from .golden import predictions
 from .intnet import IntNet, QuantSpec, calibration_stats
 
 # (act_bits, calib_quantile) from the default up; lut_bits follows act_bits up to 12
@@ -94,17 +95,9 @@ class FormatChoice:
 
 
 def paired_trial(net: IntNet, model, images_u8: torch.Tensor, labels: torch.Tensor, chunk: int = 250) -> Trial:
-    mean = torch.tensor(net.norm_mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(net.norm_std, dtype=torch.float32).view(1, -1, 1, 1)
-    ip, fp = [], []
-    for i in range(0, len(images_u8), chunk):
-        x = images_u8[i:i + chunk]
-        ip.append(net.forward(x.numpy()).argmax(1))
-        with torch.no_grad():
-            fp.append(model((x.float() / 255.0 - mean) / std).argmax(1).numpy())
+    ip, fp = predictions(net, model, images_u8, chunk, progress=False)
     y = labels.numpy()
-    fc = np.concatenate(fp) == y
-    ic = np.concatenate(ip) == y
+    fc, ic = fp == y, ip == y
     n = len(y)
     d = fc.astype(np.float64) - ic.astype(np.float64)      # +1: float right, integer wrong
     se = 100.0 * math.sqrt(max(float(d.var()), 0.0) / max(n - 1, 1))

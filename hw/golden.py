@@ -29,12 +29,10 @@ from .compare import format_report, layer_report
 from .intnet import IntNet
 
 
-def evaluate_int(net: IntNet, model, images_u8: torch.Tensor, labels: torch.Tensor, chunk: int = 250,
-                 progress: bool = True):
-    """Top-1 of the golden model and of the float model on the same images."""
+def predictions(net: IntNet, model, images_u8: torch.Tensor, chunk: int = 250, progress: bool = True):
+    """(integer, float) class predictions of the golden model and the float model on the same images."""
     mean = torch.tensor(net.norm_mean, dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(net.norm_std, dtype=torch.float32).view(1, -1, 1, 1)
-    y = labels.numpy()
     int_pred, float_pred = [], []
     model.eval()
     for i in tqdm(range(0, len(images_u8), chunk), desc="golden", unit="chunk", disable=not progress):
@@ -42,7 +40,14 @@ def evaluate_int(net: IntNet, model, images_u8: torch.Tensor, labels: torch.Tens
         int_pred.append(net.forward(x.numpy()).argmax(1))
         with torch.no_grad():
             float_pred.append(model((x.float() / 255.0 - mean) / std).argmax(1).numpy())
-    ip, fp = np.concatenate(int_pred), np.concatenate(float_pred)
+    return np.concatenate(int_pred), np.concatenate(float_pred)
+
+
+def evaluate_int(net: IntNet, model, images_u8: torch.Tensor, labels: torch.Tensor, chunk: int = 250,
+                 progress: bool = True):
+    """Top-1 of the golden model and of the float model on the same images."""
+    y = labels.numpy()
+    ip, fp = predictions(net, model, images_u8, chunk, progress)
     return dict(images=int(len(y)), float_top1=round(100.0 * float((fp == y).mean()), 3),
                 int_top1=round(100.0 * float((ip == y).mean()), 3),
                 agreement=round(100.0 * float((ip == fp).mean()), 3))

@@ -443,7 +443,7 @@ class _Folder:
         c = float(att.clip.detach()) if att.clip is not None else 0.0
         den = 1 << (self.spec.prob_bits + 4)
         # level = [A >= c / 2]; a clip c <= 0 keeps no key (round(A / c) <= 0), i.e. num1 > den
-        num1 = int(round(c / 2 * den)) if c > 0 else den + 1
+        num1 = max(int(round(c / 2 * den)), 1) if c > 0 else den + 1
         self.net.p[at + ".qd"] = dict(table=K.exp_table(C // cfg.heads[s], self.spec.prob_bits), levels=1,
                                       num1=num1, step=0, den=den)
         n_keys = (cfg.stage_sizes()[s] // r) ** 2

@@ -81,8 +81,8 @@ def yosys_env() -> dict:
 
 
 def run_yosys(script: str, cwd):
-    """Yosys on ``script`` in ``cwd``; one more try where it died without a word (a process
-    killed from outside, e.g. for memory), a clear YosysError otherwise."""
+    """Yosys on ``script`` in ``cwd`` (the finished process; the caller names a failure); one
+    more try where it died without a word (a process killed from outside, e.g. for memory)."""
     env = yosys_env()
     for _ in range(2):
         res = subprocess.run([*yosys_cmd(), "-q", "-p", script], cwd=cwd, capture_output=True, text=True, env=env)
