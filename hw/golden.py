@@ -21,26 +21,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
 from .compare import format_report, layer_report
+from .formats import predictions
 from .intnet import IntNet
-
-
-def predictions(net: IntNet, model, images_u8: torch.Tensor, chunk: int = 250, progress: bool = True):
-    """(integer, float) class predictions of the golden model and the float model on the same images."""
-    mean = torch.tensor(net.norm_mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(net.norm_std, dtype=torch.float32).view(1, -1, 1, 1)
-    int_pred, float_pred = [], []
-    model.eval()
-    for i in tqdm(range(0, len(images_u8), chunk), desc="golden", unit="chunk", disable=not progress):
-        x = images_u8[i:i + chunk]
-        int_pred.append(net.forward(x.numpy()).argmax(1))
-        with torch.no_grad():
-            float_pred.append(model((x.float() / 255.0 - mean) / std).argmax(1).numpy())
-    return np.concatenate(int_pred), np.concatenate(float_pred)
 
 
 def evaluate_int(net: IntNet, model, images_u8: torch.Tensor, labels: torch.Tensor, chunk: int = 250,
