@@ -160,7 +160,7 @@ def write_sim_report(folder: Path, res: dict) -> None:
             f"`{tim['delay_model']['name']}` ({tim['delay_model']['source']}); the ready chains of direct links "
             f"are {READY_LUT_LEVELS} LUT level and a routing hop per module ({tim['seconds']:.0f} s, cached in "
             "build/timing; docs/timing.md). An estimate without placement or routing, not a Vivado timing "
-            "report.") if tim else "* Timing: not estimated (needs Yosys).", "",
+            "report.") if tim else f"* Timing: not estimated ({res.get('timing_skipped') or 'needs Yosys'}).", "",
            "## Per layer", "",
            "| node | op | PE | SIMD | cost cycles/image | cycles / measured period |"
            + (" LUT | FF | BRAM36 | DSP |" if syn else ""),
@@ -360,6 +360,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-synth", action="store_true", help="skip the Yosys counts and the timing estimate")
     p.add_argument("--clock", type=float, default=None, metavar="MHZ",
                    help="clock the timing estimate is checked against (default the board's)")
+    p.add_argument("--no-timing", action="store_true",
+                   help="count resources with Yosys but skip the timing estimate (a Yosys sta per module: the "
+                        "slowest step, minutes for the largest modules; cached under build/timing)")
     p.add_argument("--no-size-fifos", action="store_true",
                    help="keep the delay model's FIFO depths (default: size them from the first run's occupancy, "
                         "rebuild and simulate again; not with --fifo-depths, which sets them)")
@@ -410,7 +413,7 @@ def main(argv=None) -> int:
         from hw.timing import TimingError
         try:
             synth = sim.synthesize()
-            tim = sim.timing(a.clock or board.clock_mhz)
+            tim = None if a.no_timing else sim.timing(a.clock or board.clock_mhz)
         except (yosys.YosysError, TimingError) as exc:
             print(f"error: Yosys failed: {exc}", file=sys.stderr)
             return 1
@@ -421,6 +424,7 @@ def main(argv=None) -> int:
                measured=m, cost_deviation_pct=dev, estimate=est, layers=layers, fifos=len(run.fifos),
                direct_links=sum(c.depth == 0 for c in pr.design.channels), fifos_full=full, fifo_bram36=fifo_bram,
                fifo_sizing=sizing, measured_bottlenecks=slow, synth=synth, timing=tim,
+               timing_skipped="--no-synth" if synth is None else ("--no-timing" if a.no_timing else ""),
                synth_skipped="--no-synth" if synth is None else "", tools=tools, build_s=round(sim.build_s, 1),
                simulate_s=round(sim.sim_s, 1), idle_cycles=sim.idle, seconds=round(time.time() - t0, 1))
     write_sim_report(folder, res)

@@ -138,6 +138,14 @@ def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet
     assert len(tim["modules"]) == syn["modules"] and tim["ready_paths"] and len(tim["paths"]) == 10
     assert "**misses** the 100 MHz clock" in md and "## Timing estimate" in md and "misses the 100 MHz" in err
 
+    # --no-timing keeps the Yosys counts and leaves the estimate out, saying why
+    monkeypatch.setattr(timing, "module_timing", lambda *args, **kw: pytest.fail("--no-timing ran sta"))
+    rc, stdout, err = _run(capsys, "--ckpt", CKPT, "--intnet", shipped_intnet_file, "--images", 2, "--out", out,
+                           "--no-size-fifos", "--no-timing")
+    rep = json.loads((out / "report.json").read_text())
+    assert rc == 0 and rep["synth"]["totals"] == syn["totals"] and rep["timing"] is None
+    assert rep["timing_skipped"] == "--no-timing" and "Timing: not estimated (--no-timing)" in (out / "report.md").read_text()
+
 
 def test_sized_fifo_depths_never_deepen_a_fifo():
     """Largest occupancy + FIFO_SLACK, at least 2, at most the depth it had; a FIFO that filled
