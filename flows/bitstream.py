@@ -27,8 +27,11 @@ Steps:
    pixel bits, beat layout, output bits, classes, control registers, DMA and IP names);
    ``sample_input.npy`` / ``sample_expected.npy`` / ``sample_labels.npy`` (test images and the
    golden model's logits: the board must reproduce them bit for bit); ``data/`` (the test set,
-   for accuracy on the board, where it is at hand); ``folding.json``; ``manifest.json``
-   (every file with its SHA-256).
+   for accuracy on the board, where it is at hand); ``folding.json``; the timing record:
+   ``timing_vivado.json`` and ``timing_summary.rpt`` (Vivado's post-route WNS / TNS / WHS and
+   10 worst paths, written by vivado.tcl) next to ``timing_estimate.json`` (`make sim`'s static
+   estimate, ``--timing-estimate``), which the driver's ``validate`` prints side by side;
+   ``manifest.json`` (every file with its SHA-256).
 
 Exit codes: 0 bundle written (with a bitstream unless --bundle-only), 1 a vendor step failed or
 left no .bit / .hwh, 2 bad input or missing vendor tools.
@@ -164,9 +167,25 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+VIVADO_TIMING = ("timing_vivado.json", "timing_summary.rpt")   # vivado.tcl writes them next to the bitstream
+
+
+def timing_estimate(report: Path, pr) -> dict | None:
+    """The timing estimate of `make sim`'s report.json for this model and board (None where the
+    report is missing, has no estimate, or is another checkpoint's)."""
+    if not report.exists():
+        return None
+    res = json.loads(report.read_text())
+    if not res.get("timing") or res.get("model") != pr.inp.name or res.get("board", {}).get("name") != pr.board.name:
+        return None
+    return dict(res["timing"], source=str(report), checkpoint=res.get("checkpoint"))
+
+
 def write_bundle(dest: Path, pr, backend: str, sample_n: int, bit=None, hwh=None, command: str = "",
-                 vendor: dict | None = None) -> dict:
-    """The deploy bundle in ``dest`` (built in a temporary folder beside it, then swapped in)."""
+                 vendor: dict | None = None, timing: dict | None = None) -> dict:
+    """The deploy bundle in ``dest`` (built in a temporary folder beside it, then swapped in).
+    ``timing``: files for the bundle's timing record, name -> source file (Vivado's post-route
+    report, next to the bitstream) or dict (written as JSON: `make sim`'s estimate)."""
     from model.data import DEFAULT_ROOT
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -200,6 +219,11 @@ def write_bundle(dest: Path, pr, backend: str, sample_n: int, bit=None, hwh=None
         params = driver_params(pr, backend, src_shape, sample_n, has_data)
         (tmp / "bhvit_driver" / "params.json").write_text(json.dumps(params, indent=1))
         write_folding(tmp, pr.graph)
+        for name, src in (timing or {}).items():
+            if isinstance(src, dict):
+                (tmp / name).write_text(json.dumps(src, indent=1))
+            else:
+                shutil.copyfile(src, tmp / name)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = dict(model=name, board=pr.board.name, backend=backend, command=command,
                         bitstream=bool(bit), vendor_steps=vendor or {}, created=time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -230,6 +254,9 @@ def main(argv=None) -> int:
     p.add_argument("--sample-images", type=int, default=16, help="test images (and golden logits) in the bundle")
     p.add_argument("--hls-steps", default="csynth,export", help="Vitis HLS steps (HLS backend; csim is make hls')")
     p.add_argument("--bundle", default=None, help="bundle folder (default build/<model>/deploy_<board>)")
+    p.add_argument("--timing-estimate", default=None, metavar="REPORT",
+                   help="`make sim`'s report.json whose timing estimate goes into the bundle next to Vivado's "
+                        "post-route timing (default build/<model>/sim_<board>/report.json, where it exists)")
     a = p.parse_args(argv)
     t0 = time.time()
     from flows.boards import UnknownBoardError, get_board
@@ -247,6 +274,10 @@ def main(argv=None) -> int:
         return 2
     if a.sample_images < 1:
         print("error: --sample-images must be at least 1", file=sys.stderr)
+        return 2
+    if a.timing_estimate and not Path(a.timing_estimate).exists():
+        print(f"error: --timing-estimate {a.timing_estimate}: no such file (the report.json `make sim` writes, e.g. "
+              f"build/<model>/sim_{board.name}/report.json)", file=sys.stderr)
         return 2
     model_hint = Path(a.ckpt).parent.name or "<model>"
     vendor = not a.bundle_only and not a.bit
@@ -288,9 +319,23 @@ def main(argv=None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     dest = Path(a.bundle) if a.bundle else bundle_folder(pr.inp.name, board.name)
+    timing = {name: folder / "bitstream" / name for name in VIVADO_TIMING
+              if vendor and (folder / "bitstream" / name).exists()}
+    if vendor and "timing_vivado.json" not in timing:
+        print(f"warning: Vivado left no {folder}/bitstream/timing_vivado.json: the bundle has no post-route timing",
+              file=sys.stderr)
+    sim_report = Path(a.timing_estimate) if a.timing_estimate else ROOT / "build" / pr.inp.name / f"sim_{board.name}" / "report.json"
+    est = timing_estimate(sim_report, pr)
+    if est:
+        timing["timing_estimate.json"] = est
+        print(f"[bitstream] timing estimate from {sim_report}: worst path {est['worst_ns']:.2f} ns at "
+              f"{est['clock_mhz']:g} MHz ({'meets' if est['meets'] else 'MISSES'} the clock)")
+    else:
+        print(f"[bitstream] no timing estimate in the bundle ({sim_report} has none for {pr.inp.name} on {board.name}): "
+              f"`make sim BOARD={board.name}` first puts one next to Vivado's post-route timing")
     try:
         man = write_bundle(dest, pr, backend, min(a.sample_images, len(pr.inp.test.images)), bit, hwh,
-                           command_line("flows.bitstream", argv), vendor_res)
+                           command_line("flows.bitstream", argv), vendor_res, timing)
     except FlowInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -34,12 +34,16 @@ def stand_ins(tmp_path, monkeypatch, fail=None, no_outputs=False):
     for tool in ("vitis_hls", "vivado"):
         make = ("" if tool != "vivado" or no_outputs else
                 f'case "$*" in *vivado.tcl*) mkdir -p bitstream; printf bit-{tool} > bitstream/{MODEL}.bit; '
-                f'printf "<hwh/>" > bitstream/{MODEL}.hwh;; esac\n')
+                f'printf "<hwh/>" > bitstream/{MODEL}.hwh; printf \'{VIVADO_TIMING}\' > bitstream/timing_vivado.json; '
+                f'printf "summary" > bitstream/timing_summary.rpt;; esac\n')
         (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $* in $(pwd)" >> {log}\n{make}'
                                     f'exit {1 if fail == tool else 0}\n')
         (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return log
+
+
+VIVADO_TIMING = json.dumps(dict(clock_mhz=100, wns_ns=-0.25, paths=[dict(slack_ns=-0.25, start="a/C", end="b/D")]))
 
 
 def run_flow(capsys, *args):
@@ -127,6 +131,28 @@ def test_hls_backend_runs_vitis_then_vivado_and_bundles_the_overlay(capsys, tmp_
         assert hashlib.sha256((bundle / rel).read_bytes()).hexdigest() == digest
     assert "bhvit_driver/accelerator.py" in man["files"] and "bhvit_driver/__main__.py" in man["files"]
     assert not list(tmp_path.glob(".bundle.*"))           # no temporary folder left
+    # the timing record: Vivado's post-route report as the script wrote it; no estimate without make sim's report
+    assert json.loads((bundle / "timing_vivado.json").read_text()) == json.loads(VIVADO_TIMING)
+    assert (bundle / "timing_summary.rpt").read_text() == "summary" and not (bundle / "timing_estimate.json").exists()
+    assert "no timing estimate in the bundle" in out and "make sim BOARD=zcu104" in out
+
+
+def test_bundle_holds_make_sims_timing_estimate_of_the_same_model_and_board(capsys, tmp_path, monkeypatch,
+                                                                          shipped_intnet_file):
+    stand_ins(tmp_path, monkeypatch)
+    est = dict(clock_mhz=100.0, clock_ns=10.0, worst_ns=8.25, worst_path="stem.conv", worst_kind="module", meets=True)
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(dict(model=MODEL, board=dict(name=BOARD.name), checkpoint=CKPT, timing=est)))
+    rc, out, err = run_flow(capsys, *flow_args(tmp_path, shipped_intnet_file), "--timing-estimate", report)
+    assert rc == 0, out + err
+    got = json.loads((tmp_path / "bundle" / "timing_estimate.json").read_text())
+    assert got == dict(est, source=str(report), checkpoint=CKPT) and "worst path 8.25 ns" in out
+    # another board's report is not this design's estimate
+    report.write_text(json.dumps(dict(model=MODEL, board=dict(name="pynq-z2"), timing=est)))
+    rc, out, err = run_flow(capsys, *flow_args(tmp_path, shipped_intnet_file), "--timing-estimate", report)
+    assert rc == 0 and not (tmp_path / "bundle" / "timing_estimate.json").exists()
+    rc, out, err = run_flow(capsys, *flow_args(tmp_path, shipped_intnet_file), "--timing-estimate", tmp_path / "no.json")
+    assert rc == 2 and "no.json: no such file" in err
 
 
 @pytest.mark.parametrize("fail, no_outputs, calls, words", [

@@ -9,6 +9,7 @@ End to end (golden, ``pytest --golden``): the driver on the simulated board -- t
 top of the shipped PYNQ-Z2 design in Verilator, the same cached build as tests/test_rtl_whole.py
 -- must give the golden model's logits for 100 Fashion-MNIST test images.
 """
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -198,3 +199,23 @@ def test_driver_on_simulated_board_equals_golden_on_100_images(shipped, shipped_
         assert ev["correct"] == int((np.argmax(want[:3], 1) == test.labels[:3].numpy()).sum())
     assert [r["images"] for r in board.runs] == [100, 2, 2, 1, 3]
     assert board.runs[0]["cycles_per_image"] > 0
+
+
+def test_validate_prints_vivados_timing_next_to_the_estimate(tmp_path):
+    """validate's timing lines: Vivado's post-route WNS and worst path beside the estimate's worst
+    path and slack; each missing file is named with the way to get it."""
+    from bhvit_driver.__main__ import timing_report
+    res, lines = timing_report(str(tmp_path))
+    assert res == {} and "Vivado post-route: not in the bundle" in lines[0] and "run `make sim`" in lines[1]
+    (tmp_path / "timing_vivado.json").write_text(json.dumps(dict(
+        clock_mhz=100, wns_ns=-0.412, paths=[dict(slack_ns=-0.412, datapath_ns=9.87, logic_levels=12, start="a/C",
+                                                  end="b/D")])))
+    (tmp_path / "timing_estimate.json").write_text(json.dumps(dict(
+        delay_model=dict(name="xc7-1"), worst_ns=8.25, clock_mhz=100.0, clock_ns=10.0, worst_kind="module",
+        worst_path="stem.conv")))
+    res, lines = timing_report(str(tmp_path))
+    assert res["vivado"]["wns_ns"] == -0.412 and res["estimate"]["worst_ns"] == 8.25
+    assert lines == ["[bhvit] timing, Vivado post-route: WNS -0.412 ns at 100 MHz; worst path a/C -> b/D, 9.87 ns, "
+                     "12 logic levels",
+                     "[bhvit] timing, estimate (xc7-1): worst path 8.25 ns at 100 MHz -> slack +1.75 ns (module stem.conv)"]
+

@@ -4,6 +4,7 @@ No vendor tool runs here: the scripts are parsed by tclsh and executed with ever
 command replaced by a recorder (flows.tcl.run_with_stub); the tests read back which commands
 ran, in which order, with which arguments.
 """
+import json
 import shutil
 
 import pytest
@@ -213,6 +214,30 @@ def test_vivado_script_for_board(name, tmp_path):
     assert launch[0] == "impl_1" and "write_bitstream" in launch and launch[-2:] == ("-jobs", "4")
     assert (out / f"{DESIGN}.bit").read_bytes() == b"bitstream"
     assert (out / f"{DESIGN}.hwh").read_text() == "<hwh/>"
+
+
+@needs_tclsh
+def test_vivado_writes_the_post_route_timing_next_to_the_overlay(tmp_path):
+    """timing_vivado.json holds what Vivado's timing commands answer, as valid JSON (pin names
+    with quotes and backslashes escaped; a property Vivado leaves empty is null)."""
+    board = get_board("pynq-z2")
+    out = tmp_path / "out"
+    fake_vivado_outputs(out)
+    answers = installed(board, **{"get_timing_paths": "p1 p2", "get_property SLACK": "-0.412",
+                                  "get_property DATAPATH_DELAY": "9.87", "get_property LOGIC_LEVELS": "12",
+                                  "get_property STARTPOINT_PIN": "top_i/acc_reg[3]/C",
+                                  "get_property ENDPOINT_PIN": 'odd\\"name/D', "get_property STATS.WNS": "-0.412",
+                                  "get_property STATS.TNS": "-3.5"})
+    run = run_with_stub(vivado_script(board, out), tmp_path / "stub", returns=answers)
+    assert run.returncode == 0, run.stderr
+    assert "not met at 100 MHz (worst negative slack -0.412 ns)" in run.stdout
+    assert run.commands.index("wait_on_run") < run.commands.index("open_run") < run.commands.index("get_timing_paths")
+    assert run.args_of("report_timing_summary")[0] == ("-max_paths", "10", "-file", f"{out}/timing_summary.rpt")
+    assert run.args_of("get_timing_paths")[0] == ("-setup", "-max_paths", "10", "-nworst", "1", "-sort_by", "slack")
+    got = json.loads((out / "timing_vivado.json").read_text())
+    assert got["clock_mhz"] == 100 and got["wns_ns"] == -0.412 and got["tns_ns"] == -3.5 and got["whs_ns"] is None
+    assert got["paths"] == [dict(slack_ns=-0.412, datapath_ns=9.87, logic_levels=12, start="top_i/acc_reg[3]/C",
+                                 end='odd\\"name/D')] * 2
 
 
 @needs_tclsh

@@ -1,7 +1,8 @@
 """``python3 -m bhvit_driver [validate|accuracy|benchmark|classify] ...`` on the board.
 
 validate (default): the bundle's sample images must give exactly the expected logits (the
-golden model's), then throughput / latency, then accuracy on ``--dataset`` (default: the
+golden model's), then Vivado's post-route timing next to `make sim`'s estimate (where the bundle
+holds them), then throughput / latency, then accuracy on ``--dataset`` (default: the
 bundle's ``data/`` when present).  ``--json FILE`` writes every number measured.
 
 Exit codes: 0 done (validate: sample bit-exact), 1 the sample's logits differ, 2 bad input
@@ -53,6 +54,36 @@ def _write_json(path, res):
     os.replace(tmp, path)
 
 
+def timing_report(bundle=BUNDLE) -> tuple:
+    """(results, lines): Vivado's post-route timing (timing_vivado.json, written by the Vivado
+    script next to the bitstream) and the static estimate of `make sim` (timing_estimate.json),
+    as far as the bundle holds them.  Side by side they calibrate the estimate."""
+    res, lines = {}, []
+    for key, name in (("vivado", "timing_vivado.json"), ("estimate", "timing_estimate.json")):
+        path = os.path.join(bundle, name)
+        if os.path.exists(path):
+            with open(path) as fh:
+                res[key] = json.load(fh)
+    v, e = res.get("vivado"), res.get("estimate")
+    if v:
+        worst = (v.get("paths") or [{}])[0]
+        wns = v.get("wns_ns")
+        lines.append(f"[bhvit] timing, Vivado post-route: WNS {'?' if wns is None else f'{wns:+.3f}'} ns at "
+                     f"{v.get('clock_mhz')} MHz" + (f"; worst path {worst.get('start')} -> {worst.get('end')}, "
+                                                    f"{worst.get('datapath_ns')} ns, {worst.get('logic_levels')} "
+                                                    "logic levels" if worst else ""))
+    else:
+        lines.append("[bhvit] timing, Vivado post-route: not in the bundle (bitstream built elsewhere or "
+                     "before the report existed)")
+    if e:
+        lines.append(f"[bhvit] timing, estimate ({e.get('delay_model', {}).get('name', '?')}): worst path "
+                     f"{e['worst_ns']:.2f} ns at {e['clock_mhz']:g} MHz -> slack {e['clock_ns'] - e['worst_ns']:+.2f} ns "
+                     f"({e.get('worst_kind')} {e.get('worst_path')})")
+    else:
+        lines.append("[bhvit] timing, estimate: not in the bundle (run `make sim` before `make bitstream`)")
+    return res, lines
+
+
 def run(a, platform=None, log=print) -> tuple:
     """The command of parsed arguments ``a``; returns (exit code, results dict)."""
     params = load_params(a.params)
@@ -69,6 +100,9 @@ def run(a, platform=None, log=print) -> tuple:
             log(f"[bhvit] sample of {len(x)} images: "
                 + ("logits bit-exact with the golden model" if bad == 0 else f"MISMATCH in {bad} images"))
             code = 0 if bad == 0 else 1
+            res["timing"], lines = timing_report()
+            for line in lines:
+                log(line)
         if a.command in ("validate", "benchmark"):
             b = acc.benchmark(a.batch_size, a.repeats)
             res["benchmark"] = b
