@@ -53,6 +53,39 @@ def resource_lines(est: dict, max_util: float) -> list:
             for k in ("luts", "bram36", "dsps")]
 
 
+def fabric(rows: list, cycles_per_image: float, images_per_s: float, total_luts: float, fifo: dict | None = None,
+           keys=("luts", "dsps", "bram36")) -> dict:
+    """Where the fabric goes and how busy the XNOR lanes are: LUT / DSP / BRAM per op kind (rows:
+    hw.cost's node rows, or Yosys' per-node counts with the same keys and an "op" field), plus the
+    top's FIFOs as one more kind; the lanes' utilisation at ``cycles_per_image``, and binary MACs
+    per second per LUT of ``total_luts`` (the whole top's)."""
+    from hw.cost import by_op_kind, lane_use, macs_per_s_per_lut
+    kinds = by_op_kind(rows, keys)
+    if fifo:
+        kinds["FIFOs"] = dict(nodes=fifo.pop("nodes", 0), **{k: fifo.get(k, 0) for k in keys})
+        kinds = dict(sorted(kinds.items(), key=lambda kv: -kv[1][keys[0]]))
+    lanes = lane_use(rows, cycles_per_image)
+    return dict(by_op_kind=kinds, lanes=lanes, cycles_per_image=cycles_per_image, images_per_s=images_per_s,
+                luts=total_luts, macs_per_s_per_lut=macs_per_s_per_lut(lanes["binary_macs"], images_per_s, total_luts))
+
+
+def fabric_lines(fab: dict, source: str, keys=("luts", "dsps", "bram36")) -> list:
+    """report.md's section of :func:`fabric`."""
+    ln = fab["lanes"]
+    md = ["## Where the fabric goes", "",
+          f"XNOR lanes: {ln['lanes']:,} instantiated for {ln['binary_macs']:,} binary MACs per image, busy "
+          f"**{100 * ln['utilisation']:.1f} %** at {fab['cycles_per_image']:,.0f} cycles per image. Binary MACs per second "
+          f"per LUT: **{fab['macs_per_s_per_lut']:,.3g}** ({ln['binary_macs']:,} x {fab['images_per_s']:,.0f} images/s / "
+          f"{fab['luts']:,.0f} LUT; {source}).", "",
+          "| op kind | nodes | " + " | ".join(k.upper() for k in keys) + " | share of the LUTs |",
+          "|---|---|" + "---|" * len(keys) + "---|"]
+    total = sum(v[keys[0]] for v in fab["by_op_kind"].values()) or 1
+    for kind, v in fab["by_op_kind"].items():
+        md.append(f"| {kind} | {v['nodes']} | " + " | ".join(f"{v[k]:,g}" for k in keys)
+                  + f" | {100 * v[keys[0]] / total:.1f} % |")
+    return md + [""]
+
+
 def fits(est: dict, max_util: float) -> bool:
     return all(u <= max_util for u in est["utilisation"].values())
 

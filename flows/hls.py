@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.common import (board_dict, command_line, flow_parser, golden_data,
+from flows.common import (board_dict, command_line, fabric, fabric_lines, flow_parser, golden_data,
                           plot_cycles_and_resources, prepare_or_exit, write_folding)
 # re-exported: flows.hls was their home before flows/sim.py shared them
 from flows.common import (DEFAULT_MAX_UTIL, DEFAULT_TARGET_CYCLES, DesignTooLargeError, estimate,  # noqa: F401
@@ -86,6 +86,7 @@ def write_report(folder: Path, res: dict) -> None:
            "Vendor steps: " + "; ".join(f"`{k}`: {v}" for k, v in res["vendor"].items()) + ".", ""]
     if any(v.startswith("not on PATH") for v in res["vendor"].values()):
         md += ["Where Vitis HLS and Vivado are installed, in this folder:", "", "```", *vendor_commands(), "```", ""]
+    md += fabric_lines(res["fabric"], "hw.cost's estimate, FIFOs included")
     md += ["Slowest nodes:", "", "| node | op | PE | SIMD | cycles/image |", "|---|---|---|---|---|"]
     for r in sorted(cost["nodes"], key=lambda r: -r["cycles"])[:10]:
         md.append(f"| {r['name']} | {r['op']} | {r['PE']} | {r['SIMD'] or ''} | {r['cycles']:,} |")
@@ -149,8 +150,14 @@ def main(argv=None) -> int:
         for c in vendor_commands(folder.resolve()):
             print(f"        {c}")
     gxx = subprocess.run(["g++", "-dumpfullversion"], capture_output=True, text=True).stdout.strip()
+    cost = est["cost"]
+    fab = fabric(cost["nodes"], cost["cycles_per_image"], cost["images_per_s"], est["used"]["luts"],
+                 fifo=dict(nodes=sum(c.depth > 0 for c in design.channels), luts=est["fifo_luts"], dsps=0,
+                           bram36=est["fifo_bram36"]))
+    print(f"[hls] XNOR lanes busy {100 * fab['lanes']['utilisation']:.1f} % ({fab['lanes']['lanes']:,} lanes); "
+          f"{fab['macs_per_s_per_lut']:,.3g} binary MACs/s per LUT (cost model)")
     res = dict(model=inp.name, checkpoint=str(a.ckpt), command=command_line("flows.hls", argv), board=board_dict(board), max_util=a.max_util,
-        folding_source=source, estimate=est,
+        folding_source=source, estimate=est, fabric=fab,
         csim=dict(images=n, equal=equal, mismatched_images=run["mismatched_images"], compiler=gxx,
                   ap_types=str(csim.ap_types_dir()), build_s=round(t2 - t1, 1), run_s=round(t3 - t2, 2)),
         vendor=vendor, files=dict(sources=len(files["sources"]), folder=str(folder)), seconds=round(time.time() - t0, 1))

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.common import (FlowInputError, apply_fifo_depths, board_dict, command_line, estimate, flow_parser,
-                          golden_data, plot_cycles_and_resources, prepare_or_exit, tables_back_to_bram, write_folding,
+from flows.common import (FlowInputError, apply_fifo_depths, board_dict, command_line, estimate, fabric_lines,
+                          flow_parser, golden_data, plot_cycles_and_resources, prepare_or_exit, tables_back_to_bram, write_folding,
                           write_report)
 
 IDLE_CYCLES = 200_000      # no word moving for this long is a deadlock (the largest map buffers fill in less)
@@ -136,6 +136,9 @@ def write_sim_report(folder: Path, res: dict) -> None:
                + ", ".join(f"{k} {est['used'][ek]:,} ({100 * est['utilisation'][ek]:.1f} %)"
                            for k, ek in ESTIMATE_KEY.items()) + ".", ""]
     md += timing_lines(tim)
+    if res.get("fabric"):
+        md += fabric_lines(res["fabric"], "Yosys' LUTs and the measured period" if syn else
+                           "hw.cost's LUTs (FIFOs included) and the measured period")
     md += ["## How each figure was measured", "",
            f"* Logits, cycles, latency, FIFOs: `{res['command']}` builds the stitched top "
            f"(`hw.rtl_top.rtl_top`) with Verilator ({res['tools']['verilator']}; `hw.rtlsim.build`, "
@@ -175,6 +178,23 @@ def write_sim_report(folder: Path, res: dict) -> None:
         md.append(line)
     md += ["", "![cycles per layer and resources](report.png)", ""]
     write_report(folder, res, md, plot)
+
+
+def sim_fabric(cost: dict, est: dict, synth: dict | None, d, m: dict) -> dict:
+    """flows.common.fabric at the measured period: LUT / DSP / BRAM per op kind from Yosys' per-node
+    counts (FIFOs, forks and gearboxes as one more kind) where Yosys ran, else the estimate's."""
+    from flows.common import fabric
+    if synth is None:
+        return fabric(cost["nodes"], m["cycles_per_image"], m["images_per_s"], est["used"]["luts"],
+                      fifo=dict(nodes=sum(c.depth > 0 for c in d.channels), luts=est["fifo_luts"], dsps=0,
+                                bram36=est["fifo_bram36"]))
+    ys = {r["name"]: r for r in synth["nodes"]}
+    rows = [dict(r, luts=ys[r["name"]]["device_LUT"], dsps=ys[r["name"]]["DSP"], bram36=ys[r["name"]]["BRAM"])
+            for r in cost["nodes"]]
+    p = synth["totals"]["plumbing"]
+    return fabric(rows, m["cycles_per_image"], m["images_per_s"], synth["totals"]["total"]["device_LUT"],
+                  fifo=dict(nodes=sum(r["instances"] for r in synth["plumbing"]), luts=p["device_LUT"], dsps=p["DSP"],
+                            bram36=p["BRAM"]))
 
 
 def timing_summary(tim: dict) -> str:
@@ -417,13 +437,16 @@ def main(argv=None) -> int:
         except (yosys.YosysError, TimingError) as exc:
             print(f"error: Yosys failed: {exc}", file=sys.stderr)
             return 1
+    fab = sim_fabric(cost, est, synth, pr.design, m)
+    print(f"[sim] XNOR lanes busy {100 * fab['lanes']['utilisation']:.1f} % ({fab['lanes']['lanes']:,} lanes) at the "
+          f"measured period; {fab['macs_per_s_per_lut']:,.3g} binary MACs/s per LUT")
     tools = dict(verilator=tool_version([rtlsim.verilator(), "--version"]),
                  yosys=tool_version([*yosys.yosys_cmd(), "-V"]) if synth else "")
     res = dict(model=inp.name, checkpoint=str(a.ckpt), command=command_line("flows.sim", argv), board=board_dict(board),
                max_util=a.max_util, folding_source=pr.folding_source, images=n, equal=equal, mismatched_images=bad,
                measured=m, cost_deviation_pct=dev, estimate=est, layers=layers, fifos=len(run.fifos),
                direct_links=sum(c.depth == 0 for c in pr.design.channels), fifos_full=full, fifo_bram36=fifo_bram,
-               fifo_sizing=sizing, measured_bottlenecks=slow, synth=synth, timing=tim,
+               fifo_sizing=sizing, measured_bottlenecks=slow, synth=synth, timing=tim, fabric=fab,
                timing_skipped="--no-synth" if synth is None else ("--no-timing" if a.no_timing else ""),
                synth_skipped="--no-synth" if synth is None else "", tools=tools, build_s=round(sim.build_s, 1),
                simulate_s=round(sim.sim_s, 1), idle_cycles=sim.idle, seconds=round(time.time() - t0, 1))

@@ -42,15 +42,44 @@ def graph_cost(graph: Graph, image_shape, clock_mhz: float = 100.0) -> dict:
     for n, op, io, c in zip(graph.nodes, ops, ios, costs):
         if "emit" in c:             # only a one-bank buffer's period depends on its neighbours
             c["cycles"] = node_period(c, *neighbour_cycles(graph, n, own))
+        work = op.binary_work(io)
         rows.append(dict(name=n.name, op=n.op, domain=op.domain, out_dtype=n.dtype, out_bits=io.out.bits,
                          in_bits=[p.bits for p in io.ins], weight_bits=op.weight_bits,
                          in_shape=[list(p.shape) for p in io.ins], out_shape=list(io.out.shape),
-                         PE=op.pe, SIMD=int(n.attrs["SIMD"]) if "SIMD" in n.attrs else None, **c))
+                         PE=op.pe, SIMD=int(n.attrs["SIMD"]) if "SIMD" in n.attrs else None,
+                         binary_macs=work["macs"], lanes=work["lanes"], **c))
     worst = max(rows, key=lambda r: r["cycles"])
     total = {k: sum(r[k] for r in rows) for k in ("mem_bits", "bram36", "luts", "dsps")}
     return dict(nodes=rows, bottleneck=worst["name"], cycles_per_image=worst["cycles"],
                 latency_cycles=sum(r["cycles"] for r in rows),
-                images_per_s=clock_mhz * 1e6 / worst["cycles"], clock_mhz=clock_mhz, **total)
+                images_per_s=clock_mhz * 1e6 / worst["cycles"], clock_mhz=clock_mhz,
+                lanes=lane_use(rows, worst["cycles"]), **total)
+
+
+def lane_use(rows: list, cycles_per_image: float) -> dict:
+    """The XNOR lanes' work (ops' binary_work): binary MACs per image, lanes instantiated, and how
+    busy they are at a period of ``cycles_per_image``: macs / (lanes x cycles); per node as well."""
+    macs, lanes = sum(r["binary_macs"] for r in rows), sum(r["lanes"] for r in rows)
+    return dict(binary_macs=macs, lanes=lanes,
+                utilisation=macs / (lanes * cycles_per_image) if lanes else 0.0,
+                nodes={r["name"]: r["binary_macs"] / (r["lanes"] * cycles_per_image) for r in rows if r["lanes"]})
+
+
+def by_op_kind(rows: list, keys=("luts", "dsps", "bram36")) -> dict:
+    """Per op type: nodes and the sum of ``keys`` over its rows (cost rows, or Yosys' node counts
+    with an "op" field), the largest LUT user first."""
+    kinds: dict = {}
+    for r in rows:
+        k = kinds.setdefault(r["op"], dict(nodes=0, **{key: 0 for key in keys}))
+        k["nodes"] += 1
+        for key in keys:
+            k[key] += r[key]
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1][keys[0]]))
+
+
+def macs_per_s_per_lut(binary_macs: int, images_per_s: float, luts: float) -> float:
+    """Binary MACs per second per LUT: FINN's figure of merit for a binary network's fabric."""
+    return binary_macs * images_per_s / luts if luts else 0.0
 
 
 def node_period(c: dict, producers: list, consumers: list) -> int:

@@ -81,6 +81,14 @@ def test_make_hls_pynq_z2_csim_equals_golden_on_200_images(capsys, tmp_path, shi
     # without the vendor tools the report says so and what to run
     assert rep["vendor"] == {"vitis_hls": "not on PATH: skipped", "vivado": "not on PATH: skipped"}
     assert "vitis_hls -f vitis_hls.tcl" in stdout
+    # where the fabric goes by the estimate: the kinds add up to the estimate's LUTs, FIFOs included
+    fab, est = rep["fabric"], rep["estimate"]
+    assert sum(v["luts"] for v in fab["by_op_kind"].values()) == est["used"]["luts"] == fab["luts"]
+    assert fab["by_op_kind"]["FIFOs"]["luts"] == est["fifo_luts"] and fab["by_op_kind"]["Affine"]["nodes"] == 53
+    ln = fab["lanes"]
+    assert ln == est["cost"]["lanes"] and 0 < ln["utilisation"] < 1
+    assert ln["utilisation"] == ln["binary_macs"] / (ln["lanes"] * est["cost"]["cycles_per_image"])
+    assert "## Where the fabric goes" in (out / "report.md").read_text() and "XNOR lanes busy" in stdout
     # the folding it wrote is re-usable as is (same sources: compiled objects are reused)
     rc, stdout, _ = _run(capsys, "--ckpt", CKPT, "--intnet", shipped_intnet_file, "--folding", out / "folding.json",
                          "--csim-images", 3, "--out", tmp_path / "again")

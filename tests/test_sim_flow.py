@@ -137,6 +137,17 @@ def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet
     assert tim["clock_ns"] == 10.0 and tim["worst_ns"] == 12.5 and not tim["meets"] and tim["worst_module"]
     assert len(tim["modules"]) == syn["modules"] and tim["ready_paths"] and len(tim["paths"]) == 10
     assert "**misses** the 100 MHz clock" in md and "## Timing estimate" in md and "misses the 100 MHz" in err
+    # where the fabric goes, from Yosys' counts (18 slice LUTs a module here) at the measured period
+    rep = json.loads((out / "report.json").read_text())
+    fab, kinds = rep["fabric"], rep["fabric"]["by_op_kind"]
+    assert all(v["luts"] == 18 * v["nodes"] for v in kinds.values()) and sum(v["luts"] for v in kinds.values()) == 18 * n
+    assert kinds["FIFOs"]["nodes"] == n - len(rep["layers"]) and kinds["MVAU"]["nodes"] == 16
+    ln = fab["lanes"]
+    assert ln["lanes"] == sum(r["PE"] * r["SIMD"] for r in rep["estimate"]["cost"]["nodes"] if r["op"] == "MVAU") + \
+        sum(r["lanes"] for r in rep["estimate"]["cost"]["nodes"] if r["op"] == "XnorConv2d")
+    assert ln["utilisation"] == pytest.approx(ln["binary_macs"] / (ln["lanes"] * rep["measured"]["cycles_per_image"]))
+    assert fab["macs_per_s_per_lut"] == pytest.approx(ln["binary_macs"] * rep["measured"]["images_per_s"] / (18 * n))
+    assert "## Where the fabric goes" in md and "| MVAU | 16 |" in md
 
     # --no-timing keeps the Yosys counts and leaves the estimate out, saying why
     monkeypatch.setattr(timing, "module_timing", lambda *args, **kw: pytest.fail("--no-timing ran sta"))

@@ -234,6 +234,13 @@ class HwOp:
         buffer also {read, emit}: hw.cost.node_period adds them at its neighbours' pace)."""
         raise NotImplementedError(f"{self.op_type}: no cost model")
 
+    def binary_work(self, io: IO) -> dict:
+        """The XNOR-popcount work of one image: {'macs': binary multiply-accumulates per image,
+        'lanes': XNOR lanes instantiated (one per binary product done in one cycle)}.  Zero for
+        the fixed-point ops; the binary matrix and convolution units say theirs.  hw.cost sums
+        them into the lanes' utilisation, macs / (lanes x cycles per image)."""
+        return dict(macs=0, lanes=0)
+
     def banked_cycles(self, read: int, emit: int) -> dict:
         """Cycles per image of a map buffer that reads an image in ``read`` cycles and emits it in
         ``emit``: with two banks the phases overlap (the larger counts); with one the next image

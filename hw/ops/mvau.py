@@ -79,6 +79,11 @@ class MVAU(HwOp):
         bram, lut_mem, mem = memory_cost(0, roms=[(rom, weight_rom_in_bram(*rom))])
         return dict(cycles=int(cycles), mem_bits=int(mem), bram36=bram, luts=int(luts + lut_mem), dsps=0)
 
+    def binary_work(self, io):
+        """MW x MH products per input vector, on PE x SIMD lanes."""
+        a = self.attrs
+        return dict(macs=int(prod(io.out.shape[:-1]) * a["MW"] * a["MH"]), lanes=self.pe * self.simd)
+
     def delay(self):
         return 0, 1          # reads a whole row before its first output
 

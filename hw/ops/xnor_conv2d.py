@@ -85,6 +85,11 @@ class XnorConv2d(MapConv):
         return dict(cycles=c["cycles"], mem_bits=int(mem), bram36=bram, luts=int(luts + lut_mem), dsps=0,
                     **{k: v for k, v in c.items() if k != "cycles"})
 
+    def binary_work(self, io):
+        """C/G x k x k products per output channel and pixel, on PE lanes of all those taps each."""
+        w = self.params["w"]
+        return dict(macs=int(io.out.rows * prod(w.shape)), lanes=self.pe * prod(w.shape[1:]))
+
     # ---- code generation
     def shape(self):
         w = np.asarray(self.params["w"])

@@ -206,3 +206,18 @@ def test_folding_that_does_not_divide_is_rejected_with_legal_values():
     for gen in (c.op.hls, c.op.rtl):
         with pytest.raises(FoldingError, match=r"fc2: PE=4 does not divide 6; legal values: \[1, 2, 3, 6\]"):
             gen(c.io())
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_binary_work_counts_every_product_and_every_lane(name):
+    """binary_work: one MAC per (vector, input, output) of the reference's popcount, PE x SIMD
+    lanes; at its own II = 1 period every lane works every cycle (utilisation exactly 1)."""
+    from hw.cost import lane_use
+    c = CASES[name]()
+    a, io = c.node.attrs, c.io()
+    work = c.op.binary_work(io)
+    want = c.want[0]                          # one image: (vectors, MH) popcounts of MW products each
+    assert work == dict(macs=want.size * a["MW"], lanes=a["PE"] * a["SIMD"])
+    row = dict(name="n", binary_macs=work["macs"], lanes=work["lanes"])
+    assert lane_use([row], c.op.cost(io)["cycles"])["utilisation"] == 1.0
+    assert lane_use([row], 2 * c.op.cost(io)["cycles"])["utilisation"] == 0.5      # a slower pipeline idles it

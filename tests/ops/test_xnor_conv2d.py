@@ -155,3 +155,18 @@ def test_bad_shapes_are_rejected():
     c = node("xc_big", 2, 2, 4, 4, 1, 3)
     with pytest.raises(ValueError, match=r"xc_big: a 3x3 kernel \(dilation 1, padding 0\) on a 2x2 map"):
         c.op.rtl(c.io(np.zeros((1, 1, 4), dtype=np.int64)))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_binary_work_counts_every_tap_product_and_lane(name):
+    """binary_work: C/G x k x k products (padding taps included: the lanes compute them) per output
+    channel and pixel of the reference, PE lanes of that many each; busy less than always, by the
+    k x k tap cycles the emission spends per pixel besides its O / PE output cycles."""
+    from hw.cost import lane_use
+    c = CASES[name]()
+    a, io = c.node.attrs, c.io()
+    terms = int(np.prod(np.shape(c.op.params["w"])[1:]))
+    work = c.op.binary_work(io)
+    assert work == dict(macs=c.want[0].size * terms, lanes=a["PE"] * terms)
+    use = lane_use([dict(name="n", binary_macs=work["macs"], lanes=work["lanes"])], c.op.cost(io)["cycles"])
+    assert 0 < use["utilisation"] < 1
