@@ -6,7 +6,7 @@
 For each example configuration in docs/configs/ (each differs from bhvit_pynq_fmnist in one of
 the ways docs/configs.md lists) and for BinaryViT at board size, ``--run`` trains it briefly on the CPU (no teacher, 3 epochs of
 150 steps of 128 images, the same recipe for all) and runs ``make golden``, ``make hls`` and
-``make sim`` on the checkpoint, each as a user would type it. The table, written to
+``make sim SIM_ARGS="--no-timing"`` on the checkpoint, each as a user would type it. The table, written to
 build/model_configs.md and printed, takes every figure from the flows' own reports:
 float / integer top-1 on the test set and the formats the fold chose (golden), C simulation
 against golden (hls), RTL simulation against golden, cycles per image against the cost model,
@@ -59,7 +59,8 @@ def run_case(config: str, data: dict) -> None:
     if data.get("DATA_DIR") == RGB_FOLDER and not (ROOT / RGB_FOLDER / "val").exists():
         subprocess.run([sys.executable, "-m", "model.data", "to-imagefolder", "--colour", "--out", RGB_FOLDER],
                        cwd=ROOT, check=True)
-    steps = [("train", {**BRIEF, **data})] + [(t, {}) for t in ("golden", "hls", "sim")]
+    # the timing estimate (issue of its own, docs/timing.md) is left out: per module it is the slowest step
+    steps = [("train", {**BRIEF, **data}), ("golden", {}), ("hls", {}), ("sim", {"SIM_ARGS": "--no-timing"})]
     for target, variables in steps:
         rc, s = make(target, config, variables, logs / f"{target}.log")
         print(f"[model_configs] {stem}: make {target} exit {rc} in {s:.0f} s (log {logs / (target + '.log')})",
