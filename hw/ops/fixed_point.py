@@ -169,7 +169,7 @@ class FixedPoint(HwOp):
             stage = 0 if unit else products // self.dsp_chain
             products += not unit
             inputs.append(dict(idx=i, bits=k["in_bits"][i], signed=bool(k["signed"][i]), lshift=k["lshifts"][i],
-                               pc_k=k["pc_k"][i], xb=xb, mbits=mbits, pb=xb + mbits + k["lshifts"][i], unit=unit,
+                               pc_k=k["pc_k"][i], xb=xb, mbits=mbits, pb=xb + mbits, unit=unit,
                                stage=stage))
         bb = value_bits(bias)
         cf, t = c // pe, bias.shape[0]
