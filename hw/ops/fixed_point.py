@@ -87,6 +87,23 @@ class FixedPoint(HwOp):
     def dsps(self) -> int:
         return self.pe * len(self.product_multipliers())
 
+    # products that one stage of the RTL kernel adds to the running sum: with one, each stage is a
+    # DSP48E1 multiply and its post-adder on the previous stage's sum (or the bias), which meets a
+    # 100 MHz clock on a 7-series -1 part in the timing estimate (docs/timing.md); two per stage
+    # left a fabric adder between the DSPs of some kernels, and the 4-product chain of the
+    # attention context took 12 ns
+    dsp_chain = 1
+
+    def sum_stages(self) -> int:
+        """Stages of the RTL kernel's multiply-add: the bias and the first dsp_chain products in
+        the first, dsp_chain more in each further one (their inputs delayed to match)."""
+        return max(1, math.ceil(self.dsps() // self.pe / self.dsp_chain))
+
+    def rtl_latency(self) -> int:
+        """Cycles from an input word to its output word in the RTL kernel: the multiply-add
+        stages and the rounding into the output register."""
+        return self.sum_stages() + 1
+
     # ---- code generation
     def kernel_args(self, io) -> dict:
         """What both kernels need: multipliers and bias at the stream width, the accumulator bound."""
@@ -143,12 +160,17 @@ class FixedPoint(HwOp):
         units = {key for key, v in mults.items() if self.kind == "affine" and bool(np.all(v == 1))}
         mlist = [dict(name=key, bits=value_bits(v)) for key, v in mults.items() if key not in units]
         mb = {m["name"]: m["bits"] for m in mlist} | dict.fromkeys(units, 2)
-        inputs = []
+        inputs, products = [], 0
         for i in range(n):
             xb = max(k["in_bits"][i] + 2, k["pc_k"][i].bit_length() + 2)
             mbits = max(mb[key] for key in self.mult_keys(i))
-            inputs.append(dict(bits=k["in_bits"][i], signed=bool(k["signed"][i]), lshift=k["lshifts"][i],
-                               pc_k=k["pc_k"][i], xb=xb, pb=xb + mbits, unit=f"m{i}" in units))
+            unit = f"m{i}" in units
+            # the stage that adds the term: a product goes to the DSP cascade of its stage
+            stage = 0 if unit else products // self.dsp_chain
+            products += not unit
+            inputs.append(dict(idx=i, bits=k["in_bits"][i], signed=bool(k["signed"][i]), lshift=k["lshifts"][i],
+                               pc_k=k["pc_k"][i], xb=xb, mbits=mbits, pb=xb + mbits, unit=unit,
+                               stage=stage))
         bb = value_bits(bias)
         cf, t = c // pe, bias.shape[0]
         # the table groups (fixed_tables): "tab" = every multiplier's lanes (+ the bias's when it
@@ -178,6 +200,6 @@ class FixedPoint(HwOp):
         src = rtl.render("fixed.sv.j2", node=self.name, module=module, kind=self.kind, c=c, pe=pe, cf=cf, t=t,
                          inputs=inputs, mults=mlist, bb=bb, groups=groups, ab=ab, shift=shift, ob=out_bits,
                          vw=max(ab + 2 + max(-shift, 0), out_bits + 1),
-                         m_sel_bits=max([m["bits"] for m in mlist], default=2))
+                         m_sel_bits=max([m["bits"] for m in mlist], default=2), ns=self.sum_stages())
         return rtl.RtlKernel(self.name, module, src, [hls.stream(c, pe, k["in_bits"][i], bool(k["signed"][i]))
                                                       for i in range(n)], hls.stream(c, pe, out_bits, True))

@@ -72,6 +72,17 @@ class IntConv2d(MapConv):
                     **{k: v for k, v in c.items() if k != "cycles"})
 
     # ---- code generation
+    # products one DSP cascade sums within a clock cycle in the RTL kernel (at about 1.3 ns per
+    # DSP48E1 past the first one's 1.8 ns, four fit 100 MHz on a 7-series -1 part with margin)
+    dsp_chain = 4
+
+    def tree_levels(self) -> int:
+        """Registered levels of the RTL kernel's adder tree over the groups of dsp_chain
+        products of a lane.  The products, the group sums and each level take a cycle of their
+        own (no long multiply-add chain in one clock): 2 + tree_levels() cycles of latency and
+        none per image."""
+        return (-(-self.simd // self.dsp_chain) - 1).bit_length()
+
     def checked(self, io):
         """(w, o, cin, k, terms, bound) after the checks both kernels need."""
         if io.ins[0].bits != 8 or io.ins[0].signed:
@@ -112,7 +123,8 @@ class IntConv2d(MapConv):
         module, src, ratio = self.render_rtl(
             "int", a["H"], a["W"], k, a["stride"], 0, 1, cin * 8, pe, nf, sf, out_bits, rom, pe * simd * wb,
             f"integer {k}x{k} convolution (the stem), {cin} -> {o} channels", "hw/kernels/fixed.py int_conv2d",
-            simd=simd, wb=wb, ab=max(bound.bit_length() + 2, out_bits), t=t, tiw=counter_bits(t),
+            simd=simd, wb=wb, ab=max(bound.bit_length() + 2, out_bits), t=t, tiw=counter_bits(t), lv=self.tree_levels(),
+            g=self.dsp_chain, ng=-(-simd // self.dsp_chain),
             rom_doc=f"lane p, term s: WB = {wb} bits at (p * SIMD + s) * WB")
         return rtl.RtlKernel(self.name, module, src, [hls.stream(cin, cin, 8)], hls.stream(o, pe, out_bits, True),
                              rows_out_per_in=ratio)

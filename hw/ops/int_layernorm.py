@@ -107,12 +107,14 @@ class IntLayerNorm(HwOp):
         in_bits, shift, eps = i.bits, int(a["shift"]), int(a["eps"])
         lc = c.bit_length()
         vw = 2 * in_bits + 3 * lc + 2
-        gb, bb = value_bits(gmul), value_bits(bias)
+        # the bias table holds bias + 2^(SHIFT-1): the rounding constant rides on the bias add
+        bias_r = bias + (1 << (shift - 1) if shift > 0 else 0)
+        gb, bb = value_bits(gmul), value_bits(bias_r)
         module = rtl.module_name("ln", self.name)
         src = rtl.render("layernorm.sv.j2", node=self.name, module=module, c=c, pe=pe, cf=c // pe, ib=in_bits,
                          signed=i.signed, ob=a["bits"], r=a["r_bits"], shift=shift, eps=eps, sb=in_bits + lc + 1,
                          qb=2 * in_bits + lc, vw=vw, veb=max(vw, eps.bit_length()) + 1, db=in_bits + lc + 2, ab=ab,
                          yw=max(ab + 2 + max(-shift, 0), a["bits"] + 1), gb=gb, bb=bb,
-                         g_rom=rtl.lanes_rom(gmul, pe, gb), b_rom=rtl.lanes_rom(bias, pe, bb), bits=counter_bits)
+                         g_rom=rtl.lanes_rom(gmul, pe, gb), b_rom=rtl.lanes_rom(bias_r, pe, bb), bits=counter_bits)
         return rtl.RtlKernel(self.name, module, src, [hls.stream(c, pe, in_bits, i.signed)],
                              hls.stream(c, pe, a["bits"], True))

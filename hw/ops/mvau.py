@@ -22,6 +22,10 @@ class MVAU(HwOp):
     domain = FINN_DOMAIN
     weight_bits = 1
     binary_weights = "weights"
+    # adder levels of the RTL kernel's XNOR-popcount tree per pipeline stage, as in XnorConv2d
+    # (hw.rtl.popcount_sv): the 6-bit counts are registered, then every third level, so the
+    # weight ROM's read, the XNOR-popcount and the accumulator are not one path
+    popcount_cut = 3
 
     def weight_bits_matrix(self):
         """(MH, MW) 0/1 weight bits (1 <-> +1)."""
@@ -130,5 +134,6 @@ class MVAU(HwOp):
         module = rtl.module_name("mvau", self.name)
         src = rtl.render("mvau_xnor.sv.j2", node=self.name, module=module, mw=mw, mh=mh, simd=simd, pe=pe, ob=ob,
                          sf=sf, nf=nf, aw=counter_bits(nf * sf), sfw=counter_bits(sf), nfw=counter_bits(nf), rom=rom,
-                         rom_attr=rtl.weight_rom_attr(nf * sf, pe * simd))
+                         rom_attr=rtl.weight_rom_attr(nf * sf, pe * simd), pc_cut=self.popcount_cut,
+                         pc_stages=rtl.popcount_stages(simd, self.popcount_cut))
         return rtl.RtlKernel(self.name, module, src, [hls.stream(mw, simd, 1)], hls.stream(mh, pe, ob))

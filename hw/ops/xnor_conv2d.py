@@ -23,6 +23,10 @@ class XnorConv2d(MapConv):
     attr_types = {"H": "i", "W": "i", "kernel": "i", "stride": "i", "pad": "i", "dilation": "i", "groups": "i"}
     weight_bits = 1
     binary_weights = "w"
+    # adder levels of the RTL kernel's XNOR-popcount tree per pipeline stage (hw.rtl.popcount_sv):
+    # its 6-bit counts are registered, then every third level, so that no stage holds more than
+    # about three ternary adders (a 512-bit tree in one cycle took 14.6 ns in the timing estimate)
+    popcount_cut = 3
 
     def execute(self, xb):
         a = self.attrs
@@ -138,7 +142,8 @@ class XnorConv2d(MapConv):
         module, src, ratio = self.render_rtl(
             "xnor", a["H"], a["W"], k, a["stride"], a["pad"], a["dilation"], c, pe, o // pe, 1, out_bits, rom, ww,
             f"binary {k}x{k} convolution, {c} -> {o} channels in {groups} groups", "hw/kernels/binary.py binary_conv2d",
-            cg=cg, gw=gw, groups=groups,
+            cg=cg, gw=gw, groups=groups, pc_cut=self.popcount_cut,
+            pc_stages=rtl.popcount_stages(k * k * cg, self.popcount_cut),
             rom_doc=f"lane p, tap t: the CG = {cg} weight bits at (p * KK + t) * CG; then PE group indices")
         return rtl.RtlKernel(self.name, module, src, [hls.stream(c, c, 1)], hls.stream(o, pe, out_bits, True),
                              rows_out_per_in=ratio)

@@ -69,6 +69,22 @@ def two_inputs(name, shift, bits, pe):
                   shift, bits, pe, lshifts=[2, 0], pc_k=[0, 32], images=2)
 
 
+def five_terms(name, pe):
+    """Four multiplied inputs (a popcount among them, left shifts up to 5) and a unit term, as the
+    attention's context sums: more products than one stage of the RTL kernel adds
+    (hw.ops.fixed_point.FixedPoint.dsp_chain), so it adds them over several stages, the later
+    inputs held for theirs."""
+    rng = np.random.default_rng(5 * pe)
+    c, rows, tokens = 8, 12, 3
+    xs = [rng.integers(-512, 512, (rows, c)), rng.integers(0, 65, (rows, c)), rng.integers(-2048, 2048, (rows, c)),
+          rng.integers(-128, 128, (rows, c)), rng.integers(-512, 512, (rows, c))]
+    xs[0][0], xs[2][1] = -512, 2047                       # ends of the input formats
+    ms = [rng.integers(-3000, 3000, c) for _ in range(4)] + [np.ones(c, dtype=np.int64)]
+    bias = rng.integers(-10 ** 6, 10 ** 6, (tokens, c))
+    return affine(name, [x.reshape(4, tokens, c) for x in xs], ["INT10", "UINT7", "INT12", "INT8", "INT10"], ms, bias,
+                  9, 12, pe, lshifts=[5, 0, 1, 3, 2], pc_k=[0, 64, 0, 0, 0], images=4)
+
+
 def ties(name):
     """m = 1 on every channel (a unit term: no table and no product in RTL), no bias, shift 2: every
     x = 4 j + 2 is a tie, rounded half up (-6 -> -1, -2 -> 0, 2 -> 1, 6 -> 2)."""
@@ -94,6 +110,8 @@ CASES = {
     "two_inputs_shift0_4bit_pe1": lambda: two_inputs("aff_0_4_1", 0, 4, 1),          # no rounding, 4-bit output
     "two_inputs_shift-2_parallel": lambda: two_inputs("aff_m2_10_12", -2, 10, 12),   # negative shift: << 2
     "ties_half_up": lambda: ties("aff_ties"),
+    "five_terms_pe2": lambda: five_terms("aff_five_2", 2),
+    "five_terms_parallel": lambda: five_terms("aff_five_8", 8),
     "tab_in_block_ram": lambda: block_ram("aff_bram_256_1", 256, 1, 1),
     "token_bias_in_block_ram": lambda: block_ram("aff_bram_128_4", 128, 2, 4),
 }
@@ -179,8 +197,12 @@ def test_csim(name):
 @needs_verilator()
 @pytest.mark.parametrize("name", CASES)
 def test_rtl(name):
-    _, free = check_rtl(CASES[name]())
-    assert free.latency == 2                 # first input word to first output word
+    c = CASES[name]()
+    _, free = check_rtl(c)
+    # first input word to first output word: the multiply-add stages (dsp_chain products each, at
+    # least one stage) and the rounding one
+    products = sum(not np.all(np.asarray(v) == 1) for k, v in c.node.params.items() if k != "bias")
+    assert free.latency == c.op.rtl_latency() == 1 + max(1, -(-products // c.op.dsp_chain))
 
 
 @pytest.mark.golden
@@ -191,7 +213,7 @@ def test_rtl(name):
 def test_drawn_sizes_and_foldings_csim_rtl(data):
     c = data.draw(st.integers(2, 16), "channels")
     pe = data.draw(st.sampled_from(divisors(c)), "PE")
-    terms = data.draw(st.integers(1, 2), "terms")
+    terms = data.draw(st.integers(1, 4), "terms")
     pc_k = [data.draw(st.sampled_from([0, 0, 16, 33]), f"pc_k{i}") for i in range(terms)]
     in_bits = [data.draw(st.integers(2, 12), f"in_bits{i}") for i in range(terms)]
     lshifts = [data.draw(st.integers(0, 3), f"lshift{i}") for i in range(terms)]

@@ -60,6 +60,9 @@ CASES = {
     "depthwise": lambda: xnor_conv("xconv_5x5_c4o8_k3d1g4s1_2_2", 5, 5, 4, 8, 4, 3, 1, 1, 1, 2),
     # a one-channel map (C = 1, one group)
     "one_channel": lambda: xnor_conv("xconv_5x4_c1o2_k3d1g1s1_1_2", 5, 4, 1, 2, 1, 3, 1, 1, 1, 1),
+    # 64 channels, 2x2 taps: a 256-bit XNOR-popcount per output, whose tree the kernel registers
+    # twice (XnorConv2d.popcount_cut)
+    "wide_popcount": lambda: xnor_conv("xconv_4x4_c64o4_k2d1g1s2_2_2", 4, 4, 64, 4, 1, 2, 2, 0, 1, 2),
     # 512 outputs, PE = 1: a 512 x 36-bit weight ROM (one RAMB18, full): block RAM
     "weight_rom_in_bram": lambda: xnor_conv("xconv_4x4_c4o512_k3d1g1s1_1_2", 4, 4, 4, 512, 1, 3, 1, 1, 1, 1),
 }
