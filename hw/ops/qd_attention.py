@@ -27,6 +27,16 @@ class QDAttention(HwOp):
     op_type = "QDAttention"
     attr_types = {"heads": "i", "levels": "i", "num1": "i", "step": "i", "den": "i"}
     optional_attrs = ("num1", "step", "den")
+    # adder levels of the RTL kernel's XNOR-popcount tree per pipeline stage (hw.rtl.popcount_sv),
+    # as in XnorConv2d and MVAU: the 6-bit counts are registered, so reading q and k, the XNOR-
+    # popcount, the exp table and the running total are not one path
+    popcount_cut = 3
+
+    def rtl_latency(self, io) -> int:
+        """Cycles from the issue of a (query, head)'s last context step to its output word in the
+        RTL kernel: the popcount's register stages, E, DEN E and the thresholds, the levels, the
+        context, and the output register."""
+        return rtl.popcount_stages(io.out.width // self.attrs["heads"], self.popcount_cut) + 4
 
     def thresholds(self) -> tuple:
         """(num1, step, den) of the level compares; QD's when ``den`` is unset (0)."""
@@ -141,7 +151,8 @@ class QDAttention(HwOp):
         src = rtl.render("qd_attention.sv.j2", node=self.name, module=module, n=tokens, m=keys, c=channels, dv=d,
                          heads=heads, levels=levels, num1=num1, step=step, den=den, nums=nums, pe=self.pe, eb=eb, tb=tb,
                          cb=tb + max(den, nums[-1]).bit_length() + 1, ob=out_bits,
-                         pcb=d.bit_length(), rom=[(pc, int(table[2 * pc])) for pc in range(d + 1)], bits=counter_bits)
+                         pcb=d.bit_length(), rom=[(pc, int(table[2 * pc])) for pc in range(d + 1)], bits=counter_bits,
+                         pc_cut=self.popcount_cut, pc_stages=rtl.popcount_stages(d, self.popcount_cut))
         s_in = hls.stream(channels, channels, 1)       # +-1 as bits (1 <-> +1), as every RTL kernel takes them
         return rtl.RtlKernel(self.name, module, src, [s_in, dict(s_in), dict(s_in)],
                              hls.stream(channels, d, out_bits, True), rows_out_per_in=(tokens, tokens))

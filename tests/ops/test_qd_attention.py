@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hw import rtl
 from tests.ops.harness import (case, check_csim, check_golden, check_onnx, check_rtl, check_torch, divisors, drawn,
                                 needs_gxx, needs_verilator)
 
@@ -73,6 +74,8 @@ CASES = {
     "binaryvit_threshold": lambda: qd(1, 8, 8, 2, 1, "exp", m=4, thresholds=(9830, 0, 1 << 16)),
     # a threshold that every key of a window reaches on a tie (num1 / den = 1 / m: equal keys)
     "threshold_ties": lambda: qd(2, 8, 5, 1, 2, "small", m=4, thresholds=(1, 1, 4)),
+    # 192 channels per head: a popcount tree the kernel registers twice (QDAttention.popcount_cut)
+    "wide_head": lambda: qd(1, 192, 3, 1, 2, "small", wins=2),
 }
 
 
@@ -115,7 +118,14 @@ def test_csim(name):
 @needs_verilator()
 @pytest.mark.parametrize("name", CASES)
 def test_rtl(name):
-    check_rtl(CASES[name]())
+    c = CASES[name]()
+    io = c.io()
+    _, free = check_rtl(c)
+    # first input word to first output word: the window's load, both passes of the first (query,
+    # head), and the pipeline behind the last step (the popcount stages, E, DEN E, levels, context)
+    n, m, pe, d = io.ins[0].shape[-2], io.ins[1].shape[-2], c.op.pe, io.out.width // c.node.attrs["heads"]
+    assert free.latency == max(n, m) + 2 * (m // pe) - 1 + c.op.rtl_latency(io)
+    assert c.op.rtl_latency(io) == 4 + rtl.popcount_stages(d, c.op.popcount_cut) == 4 + 1 + (name == "wide_head")
 
 
 @pytest.mark.golden
