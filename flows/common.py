@@ -62,7 +62,7 @@ def fabric(rows: list, cycles_per_image: float, images_per_s: float, total_luts:
     from hw.cost import by_op_kind, lane_use, macs_per_s_per_lut
     kinds = by_op_kind(rows, keys)
     if fifo:
-        kinds["FIFOs"] = dict(nodes=fifo.pop("nodes", 0), **{k: fifo.get(k, 0) for k in keys})
+        kinds["FIFOs"] = dict(nodes=fifo.get("nodes", 0), **{k: fifo.get(k, 0) for k in keys})
         kinds = dict(sorted(kinds.items(), key=lambda kv: -kv[1][keys[0]]))
     lanes = lane_use(rows, cycles_per_image)
     return dict(by_op_kind=kinds, lanes=lanes, cycles_per_image=cycles_per_image, images_per_s=images_per_s,
