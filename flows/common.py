@@ -54,15 +54,15 @@ def resource_lines(est: dict, max_util: float) -> list:
 
 
 def fabric(rows: list, cycles_per_image: float, images_per_s: float, total_luts: float, fifo: dict | None = None,
-           keys=("luts", "dsps", "bram36")) -> dict:
+           keys=("luts", "dsps", "bram36"), fifo_label: str = "FIFOs") -> dict:
     """Where the fabric goes and how busy the XNOR lanes are: LUT / DSP / BRAM per op kind (rows:
     hw.cost's node rows, or Yosys' per-node counts with the same keys and an "op" field), plus the
-    top's FIFOs as one more kind; the lanes' utilisation at ``cycles_per_image``, and binary MACs
+    top's FIFOs as one more kind (``fifo_label``); the lanes' utilisation at ``cycles_per_image``, and binary MACs
     per second per LUT of ``total_luts`` (the whole top's)."""
     from hw.cost import by_op_kind, lane_use, macs_per_s_per_lut
     kinds = by_op_kind(rows, keys)
     if fifo:
-        kinds["FIFOs"] = dict(nodes=fifo.get("nodes", 0), **{k: fifo.get(k, 0) for k in keys})
+        kinds[fifo_label] = dict(nodes=fifo.get("nodes", 0), **{k: fifo.get(k, 0) for k in keys})
         kinds = dict(sorted(kinds.items(), key=lambda kv: -kv[1][keys[0]]))
     lanes = lane_use(rows, cycles_per_image)
     return dict(by_op_kind=kinds, lanes=lanes, cycles_per_image=cycles_per_image, images_per_s=images_per_s,

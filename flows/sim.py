@@ -194,7 +194,7 @@ def sim_fabric(cost: dict, est: dict, synth: dict | None, d, m: dict) -> dict:
     p = synth["totals"]["plumbing"]
     return fabric(rows, m["cycles_per_image"], m["images_per_s"], synth["totals"]["total"]["device_LUT"],
                   fifo=dict(nodes=sum(r["instances"] for r in synth["plumbing"]), luts=p["device_LUT"], dsps=p["DSP"],
-                            bram36=p["BRAM"]))
+                            bram36=p["BRAM"]), fifo_label="FIFOs, forks, gearboxes")
 
 
 def timing_summary(tim: dict) -> str:

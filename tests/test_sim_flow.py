@@ -141,7 +141,7 @@ def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet
     rep = json.loads((out / "report.json").read_text())
     fab, kinds = rep["fabric"], rep["fabric"]["by_op_kind"]
     assert all(v["luts"] == 18 * v["nodes"] for v in kinds.values()) and sum(v["luts"] for v in kinds.values()) == 18 * n
-    assert kinds["FIFOs"]["nodes"] == n - len(rep["layers"]) and kinds["MVAU"]["nodes"] == 16
+    assert kinds["FIFOs, forks, gearboxes"]["nodes"] == n - len(rep["layers"]) and kinds["MVAU"]["nodes"] == 16
     ln = fab["lanes"]
     assert ln["lanes"] == sum(r["PE"] * r["SIMD"] for r in rep["estimate"]["cost"]["nodes"] if r["op"] == "MVAU") + \
         sum(r["lanes"] for r in rep["estimate"]["cost"]["nodes"] if r["op"] == "XnorConv2d")
