@@ -69,6 +69,14 @@ def fabric(rows: list, cycles_per_image: float, images_per_s: float, total_luts:
                 luts=total_luts, macs_per_s_per_lut=macs_per_s_per_lut(lanes["binary_macs"], images_per_s, total_luts))
 
 
+def estimate_fabric(est: dict, design, cycles_per_image: float, images_per_s: float) -> dict:
+    """:func:`fabric` of :func:`estimate`'s figures (hw.cost per node, the design's FIFOs as one
+    kind) at a period of ``cycles_per_image``."""
+    return fabric(est["cost"]["nodes"], cycles_per_image, images_per_s, est["used"]["luts"],
+                  fifo=dict(nodes=sum(c.depth > 0 for c in design.channels), luts=est["fifo_luts"], dsps=0,
+                            bram36=est["fifo_bram36"]))
+
+
 def fabric_lines(fab: dict, source: str, keys=("luts", "dsps", "bram36")) -> list:
     """report.md's section of :func:`fabric`."""
     ln = fab["lanes"]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.common import (board_dict, command_line, fabric, fabric_lines, flow_parser, golden_data,
+from flows.common import (board_dict, command_line, estimate_fabric, fabric_lines, flow_parser, golden_data,
                           plot_cycles_and_resources, prepare_or_exit, write_folding)
 # re-exported: flows.hls was their home before flows/sim.py shared them
 from flows.common import (DEFAULT_MAX_UTIL, DEFAULT_TARGET_CYCLES, DesignTooLargeError, estimate,  # noqa: F401
@@ -151,9 +151,7 @@ def main(argv=None) -> int:
             print(f"        {c}")
     gxx = subprocess.run(["g++", "-dumpfullversion"], capture_output=True, text=True).stdout.strip()
     cost = est["cost"]
-    fab = fabric(cost["nodes"], cost["cycles_per_image"], cost["images_per_s"], est["used"]["luts"],
-                 fifo=dict(nodes=sum(c.depth > 0 for c in design.channels), luts=est["fifo_luts"], dsps=0,
-                           bram36=est["fifo_bram36"]))
+    fab = estimate_fabric(est, design, cost["cycles_per_image"], cost["images_per_s"])
     print(f"[hls] XNOR lanes busy {100 * fab['lanes']['utilisation']:.1f} % ({fab['lanes']['lanes']:,} lanes); "
           f"{fab['macs_per_s_per_lut']:,.3g} binary MACs/s per LUT (cost model)")
     res = dict(model=inp.name, checkpoint=str(a.ckpt), command=command_line("flows.hls", argv), board=board_dict(board), max_util=a.max_util,

@@ -183,11 +183,9 @@ def write_sim_report(folder: Path, res: dict) -> None:
 def sim_fabric(cost: dict, est: dict, synth: dict | None, d, m: dict) -> dict:
     """flows.common.fabric at the measured period: LUT / DSP / BRAM per op kind from Yosys' per-node
     counts (FIFOs, forks and gearboxes as one more kind) where Yosys ran, else the estimate's."""
-    from flows.common import fabric
+    from flows.common import estimate_fabric, fabric
     if synth is None:
-        return fabric(cost["nodes"], m["cycles_per_image"], m["images_per_s"], est["used"]["luts"],
-                      fifo=dict(nodes=sum(c.depth > 0 for c in d.channels), luts=est["fifo_luts"], dsps=0,
-                                bram36=est["fifo_bram36"]))
+        return estimate_fabric(est, d, m["cycles_per_image"], m["images_per_s"])
     ys = {r["name"]: r for r in synth["nodes"]}
     rows = [dict(r, luts=ys[r["name"]]["device_LUT"], dsps=ys[r["name"]]["DSP"], bram36=ys[r["name"]]["BRAM"])
             for r in cost["nodes"]]
