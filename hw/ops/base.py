@@ -133,8 +133,9 @@ class HwOp:
     reads_inputs_in_order: ClassVar[bool] = False   # reads all of input 0 before the other inputs
     table_placement: ClassVar[bool] = False    # its tables go to block RAM or LUTs (TABLE_BRAM attribute)
     binary_weights: ClassVar[str | None] = None   # the parameter that must hold +-1 (validate)
-    # A graph pass that introduces this op, ``lower(graph) -> graph`` (a classmethod; None where the
-    # graph builder emits the op): hw.passes.lower runs every op's pass in ``lowering_order``.
+    # A graph pass that introduces this op or streamlines its nodes, ``lower(graph) -> graph`` (a
+    # classmethod; None where the graph builder's nodes stay as they are): hw.passes.lower runs
+    # every op's pass in ``lowering_order``.
     lower: ClassVar = None
     lowering_order: ClassVar[int] = 0
 

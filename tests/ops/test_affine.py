@@ -105,7 +105,25 @@ def block_ram(name, c, pe, tokens, table_bram=None):
                   table_bram=table_bram)
 
 
+def streamlined_shortcut(name, pe):
+    """The shipped blocks' ``*.pre`` Affine after Affine.lower: alpha x popcount (MVAU, K = 64, << 2)
+    plus the shortcut, whose multiplier 2**14 on every channel the pass made a unit term << 14."""
+    from hw.graph import Graph
+    from hw.ops.affine import Affine
+    rng = np.random.default_rng(14 + pe)
+    c, tokens = 16, 6
+    x0, x1 = rng.integers(0, 65, (2, tokens, c)), rng.integers(-512, 512, (2, tokens, c))
+    x1[0, 0], x1[0, 1] = -512, 511
+    before = affine(name, [x0, x1], ["UINT7", "INT10"], [rng.integers(8000, 32000, c), np.full(c, 1 << 14)],
+                    rng.integers(-10 ** 6, 10 ** 6, c), 8, 16, pe, lshifts=[2, 0], pc_k=[64, 0], images=2)
+    n = Affine.lower(Graph([before.node], "x0", "y")).nodes[0]
+    assert n.attrs["lshifts"] == [2, 14] and np.all(n.params["m1"] == 1)
+    before.node = n
+    return before
+
+
 CASES = {
+    "streamlined_shortcut_pe4": lambda: streamlined_shortcut("aff_pow2_4", 4),
     "two_inputs_shift6_pe4": lambda: two_inputs("aff_6_10_4", 6, 10, 4),              # positive shift
     "two_inputs_shift0_4bit_pe1": lambda: two_inputs("aff_0_4_1", 0, 4, 1),          # no rounding, 4-bit output
     "two_inputs_shift-2_parallel": lambda: two_inputs("aff_m2_10_12", -2, 10, 12),   # negative shift: << 2
@@ -299,6 +317,64 @@ def test_yosys_affine_term_with_unit_multiplier_takes_no_dsp():
         cost[kind] = c.op.cost(c.io())["dsps"]
     assert counts["unit"] == 2 and counts["any"] >= 4
     assert cost == {"unit": 2, "any": 4}
+
+
+# ---------------------------------------------------------------------- the streamlining pass
+def pow2_graph(rng):
+    """Three Affines in a chain, their terms' multipliers: per channel; 2**14 on every channel;
+    1 (a unit term already); -2**3 on every channel (not a shift: negative); 6 on every channel (not
+    a power of two); 2**5 on every channel on a popcount input (pc_k)."""
+    from hw.graph import Graph, Node
+    c = 8
+    a = lambda name, ins, ms, lsh, pc_k, shift, bits: Node(   # noqa: E731
+        "Affine", name, ins, [name], dict(lshifts=lsh, shift=shift, bits=bits, pc_k=pc_k),
+        {**{f"m{i}": np.asarray(m, dtype=np.int64) for i, m in enumerate(ms)},
+         "bias": rng.integers(-10 ** 3, 10 ** 3, c)}, f"INT{bits}")
+    nodes = [a("a", ["x"], [rng.integers(-3000, 3000, c)], [0], [0], 6, 10),
+             a("b", ["a", "x"], [np.full(c, 1 << 14), np.ones(c)], [1, 0], [0, 0], 14, 12),
+             a("d", ["b", "a", "x"], [np.full(c, -8), np.full(c, 6), np.full(c, 32)], [0, 2, 1], [0, 0, 7], 4, 10)]
+    return Graph(nodes, "x", "d", input_dtype="UINT4")
+
+
+def test_power_of_two_multipliers_become_shifts_with_the_same_integers():
+    """Affine.lower: a term with one power of two 2**k on every channel becomes the unit term << l + k,
+    nothing else changes; every stream equals the original graph's on random inputs (both ends of the
+    input format among them), and the input graph is left as it was."""
+    import copy
+
+    from hw.execute import run
+    from hw.ops.affine import Affine
+    rng = np.random.default_rng(0)
+    g = pow2_graph(rng)
+    before = copy.deepcopy(g.nodes)
+    low = Affine.lower(g)
+    assert [n.attrs["lshifts"] for n in low.nodes] == [[0], [15, 0], [0, 2, 6]]
+    assert np.all(low.node("b").params["m0"] == 1) and np.all(low.node("d").params["m2"] == 1)
+    assert np.all(low.node("d").params["m0"] == -8) and np.all(low.node("d").params["m1"] == 6)
+    assert np.array_equal(low.node("a").params["m0"], g.node("a").params["m0"])
+    x = rng.integers(0, 16, (50, 3, 8))
+    x[0], x[1] = 0, 15
+    t_g, t_low = {}, {}
+    assert np.array_equal(run(low, x, t_low), run(g, x, t_g))
+    assert all(np.array_equal(t_low[k], t_g[k]) for k in ("a", "b", "d"))
+    assert all(len(np.unique(t_g[k])) > 50 for k in "abd")          # the inputs exercise the terms
+    for n0, n1 in zip(before, g.nodes):
+        assert n0.attrs == n1.attrs and all(np.array_equal(n0.params[k], n1.params[k]) for k in n0.params)
+
+
+def test_streamlining_saves_a_dsp_per_lane_of_each_power_of_two_term(shipped_net):
+    """On the shipped network the pass (in hw.passes.lower) turns the shortcut, residual and context
+    terms with 2**14 on every channel into shifts: the cost model's DSPs fall by one per lane for each."""
+    from hw.cost import graph_cost
+    from hw.ops.affine import Affine
+    from hw.ops.shift_conv import ShiftConv
+    fused = ShiftConv.lower(shipped_net.graph)
+    low = Affine.lower(fused)
+    shifted = [(n.name, i) for n0, n in zip(fused.nodes, low.nodes) if n.op == "Affine"
+               for i in range(len(n.inputs)) if not np.all(n0.params[f"m{i}"] == 1) and np.all(n.params[f"m{i}"] == 1)]
+    assert len(shifted) >= 30
+    dsps = [graph_cost(x, (32, 32, 1))["dsps"] for x in (fused, low)]
+    assert dsps[0] - dsps[1] == len(shifted)              # PE = 1 everywhere: one DSP per term
 
 
 # ---------------------------------------------------------------------- errors
