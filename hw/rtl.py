@@ -95,9 +95,51 @@ def popcount_sv(src: str, n: int, out: str, prefix: str = "pc", indent: str = " 
     return "\n".join(indent + ln for ln in lines)
 
 
+def signed_digits(k: int) -> list:
+    """The canonical signed digits of k >= 0: [(sign, shift)] with k = sum sign * 2**shift and no
+    two neighbouring digits non-zero (6 = 8 - 2, 5 = 4 + 1, 7 = 8 - 1)."""
+    if k < 0:
+        raise ValueError(f"signed_digits: negative constant {k}")
+    digits, shift = [], 0
+    while k:
+        if k & 1:
+            d = 2 - (k & 3)          # +1 where k = 1 mod 4, -1 where k = 3 mod 4
+            digits.append((d, shift))
+            k -= d
+        k >>= 1
+        shift += 1
+    return digits
+
+
+# A constant product of at most this many signed digits is shifts and adds in fabric (at most two
+# adders in a row: within a 100 MHz stage); a longer one stays a product (a DSP48).
+CONST_PRODUCT_DIGITS = 3
+
+
+def const_product_in_fabric(k: int) -> bool:
+    """Whether const_product_sv makes ``k * x`` of shifts and adds (no DSP48)."""
+    return len(signed_digits(k)) <= CONST_PRODUCT_DIGITS
+
+
+def const_product_sv(k: int, x: str, width: str) -> str:
+    """SystemVerilog for ``width'(k) * width'(x)``, k a non-negative constant: as shifts and adds of
+    x (signed_digits) where const_product_in_fabric, where Yosys would otherwise map the product to
+    a DSP48 (the QD levels' 3 and 5, DEN 6); else the product."""
+    if not const_product_in_fabric(k):
+        return f"{width}'({k}) * {width}'({x})"
+    terms = [(sign, f"({width}'({x}) << {shift})" if shift else f"{width}'({x})") for sign, shift in signed_digits(k)]
+    if not terms:
+        return f"{width}'(0)"
+    terms.sort(key=lambda t: -t[0])              # a positive digit first: no leading minus
+    out = terms[0][1] if terms[0][0] > 0 else f"-{terms[0][1]}"
+    return out + "".join(f" {'+' if sign > 0 else '-'} {t}" for sign, t in terms[1:])
+
+
 def render(template: str, /, **context) -> str:
-    """``templates/rtl/<template>`` with ``context`` (and ``popcount``, :func:`popcount_sv`)."""
-    return templating.render(f"{LIBRARY}/{template}", popcount=popcount_sv, **context)
+    """``templates/rtl/<template>`` with ``context`` (and ``popcount``, :func:`popcount_sv`;
+    ``const_product``, :func:`const_product_sv`)."""
+    return templating.render(f"{LIBRARY}/{template}", popcount=popcount_sv, const_product=const_product_sv,
+                             **context)
 
 
 def module_name(prefix: str, name: str) -> str:

