@@ -73,7 +73,9 @@ class IntLayerNorm(HwOp):
         mem = c * (16 + out_bits) + c * out_bits                     # parameters + the buffered token
         bram, lut_mem, mem = memory_cost(mem)
         luts = CONTROL_LUTS + pe * 64 + 400                         # isqrt + divider per token
-        return dict(cycles=int(cycles), mem_bits=int(mem), bram36=bram, luts=int(luts + lut_mem), dsps=2 * pe)
+        # per lane x^2, D x 1/root (two DSP48s: wider than 25 x 18) and the gain; per token S^2 and
+        # C Q: Yosys maps 9 at PE = 1 and 16 at PE = 2 for the shipped stage-3 / stage-2 kernels
+        return dict(cycles=int(cycles), mem_bits=int(mem), bram36=bram, luts=int(luts + lut_mem), dsps=7 * pe + 2)
 
     def delay(self):
         return 0, 1          # a whole token before its first output
