@@ -14,7 +14,8 @@ whole map, and the matrix units and LayerNorm nothing before they have a whole r
 :meth:`hw.ops.HwOp.delay`).  Every tensor gets a delay in images and in rows (the number of such
 buffering nodes on its longest path from the input); an input of a multi-input node gets room
 for (the latest input's delay - its own) images and rows of its stream, plus a row, every other
-channel 2.  ``make sim`` measures the real occupancy and sizes them again (flows/sim.py).
+channel 2.  A kernel that loads a window and then works without reading (QD attention) asks room
+for the window on its inputs (:meth:`hw.ops.HwOp.input_room`).  ``make sim`` measures the real occupancy and sizes them again (flows/sim.py).
 """
 from __future__ import annotations
 
@@ -135,6 +136,7 @@ class Builder:
         self.per_image = dict(shapes)
         self.per_image[graph.input] = (int(np.prod(image_shape[:-1])), int(image_shape[-1]))
         ios = [io_of(graph, n, shapes) for n in graph.nodes]
+        self.ios = {n.name: io for n, io in zip(graph.nodes, ios)}
         codes = [getattr(op_of(n), backend)(io) for n, io in zip(graph.nodes, ios)]
         self.d = TopDesign(model, codes, in_shape=tuple(image_shape))
         self.consumers: dict = {}
@@ -215,6 +217,9 @@ class Builder:
                          in_pe=fmt["elems"], out_pe=want["elems"], rows=rows)))
                 ch = rf
             ch.depth = max(ch.depth, self.fifos.depth(node, idx, tensor, ch, rows, held.get(k, 0)))
+            room = op_of(node).input_room(self.ios[node.name], idx)
+            if room:
+                ch.depth = max(ch.depth, room * (ch.words_per_image // rows) + DEFAULT_DEPTH)
             self.args_of[(node.name, idx)] = ch.var
 
     def build(self) -> TopDesign:

@@ -255,6 +255,11 @@ class HwOp:
         """(images, rows) the kernel holds back before its first output (hw.dataflow's FIFO depths)."""
         return 0, 0
 
+    def input_room(self, io, idx: int) -> int:
+        """Rows of input ``idx`` its FIFO holds so that the producer goes on while the kernel works
+        without reading (hw.dataflow's FIFO depths; 0: no more than the delay model asks)."""
+        return 0
+
     def reads_in_bursts(self) -> bool:
         """Reads a row's input words back to back, so the top keeps a FIFO in front of it."""
         return False
