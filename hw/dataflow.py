@@ -41,6 +41,13 @@ class Channel:
     bits: int              # word width
     depth: int
     words_per_image: int
+    # the words the delay model's skew asks of a join's input, without the row of slack its depth
+    # adds (None: the depth): what `make sim` expects its FIFO sizing to leave (flows.common.estimate)
+    skew_depth: int | None = None
+
+    @property
+    def expected_depth(self) -> int:
+        return self.depth if self.skew_depth is None else min(self.depth, self.skew_depth)
 
 
 @dataclass
@@ -91,6 +98,7 @@ class FifoDepths:
 
     def __init__(self, graph):
         self.ops = {n.name: op_of(n) for n in graph.nodes}
+        self.producer = {n.outputs[0]: self.ops[n.name] for n in graph.nodes}
         # delay of every tensor in images and in rows: a node that buffers a whole map (or window)
         # before its first output adds an image; one that needs a whole row (token) first adds a row
         self.delay = {graph.input: (0, 0)}
@@ -103,26 +111,39 @@ class FifoDepths:
         """Whole images input ``idx`` of ``node`` must wait for its latest input."""
         if len(node.inputs) == 1:
             return 0
-        skew = max(self.delay[t][0] for t in node.inputs) - self.delay[tensor][0]
-        if self.ops[node.name].reads_inputs_in_order and idx > 0:
-            skew += 1          # all of input 0 is read before the others: they wait an image
-        return skew
+        delays = [self.delay[t][0] for t in node.inputs]
+        if self.ops[node.name].reads_inputs_in_order:
+            delays[0] += 1     # all of input 0 is read before the others are wanted: it is an image later
+        return max(delays) - delays[idx]
+
+    def bursty(self, tensor) -> bool:
+        """Written by a kernel that gathers a row or an image before it emits it in one go."""
+        op = self.producer.get(tensor)
+        return bool(op and op.delay() != (0, 0))
 
     def depth(self, node, idx, tensor, ch, rows, held=0) -> int:
         """Room an input of a multi-input node needs so that its other inputs, up to ``skew``
         images and rows later, never stall the branch feeding this one (plus a row of slack
         for the fan-outs and gearboxes on the way); ``held`` images of it wait in a shared
         delay channel before the fan-out already."""
+        return self.room(node, idx, tensor, ch, rows, held)[0]
+
+    def room(self, node, idx, tensor, ch, rows, held=0) -> tuple:
+        """(depth, the words of it the skew asks without the slack)."""
         if len(node.inputs) == 1:
-            return DEFAULT_DEPTH
+            return DEFAULT_DEPTH, DEFAULT_DEPTH
         skew_img = max(0, self.skew_images(node, idx, tensor) - held)
         skew_row = max(0, max(self.delay[t][1] for t in node.inputs) - self.delay[tensor][1])
         per_row = ch.words_per_image // rows
-        # slack: a row, two where the other inputs come an image later (the buffering kernel's
-        # own pipeline and the joins on its way add a little more than the image; measured in
-        # the RTL simulation of the shipped model: one row was a few words short)
-        slack = 1
-        return skew_img * ch.words_per_image + (skew_row + slack) * per_row + DEFAULT_DEPTH
+        # slack: a row where this input waits for the others or a kernel on either side works in
+        # bursts (the buffering kernel's own pipeline and the joins on its way add a little more
+        # than the skew; measured in the RTL simulation of the shipped model: one row was a few
+        # words short, and the stage-3 MLP's join slowed the whole top by 9 % without it); none
+        # where every input streams and none waits (at a 5,000-cycle folding such FIFOs held at
+        # most 4 words of their row)
+        slack = 1 if skew_img or skew_row or held or any(self.bursty(t) for t in node.inputs) else 0
+        skew = skew_img * ch.words_per_image + skew_row * per_row + DEFAULT_DEPTH
+        return skew + slack * per_row, skew
 
 
 class Builder:
@@ -216,10 +237,15 @@ class Builder:
                     dict(c=fmt["width"], ib=fmt["bits"], ob=want["bits"], signed=bool(fmt["signed"]),
                          in_pe=fmt["elems"], out_pe=want["elems"], rows=rows)))
                 ch = rf
-            ch.depth = max(ch.depth, self.fifos.depth(node, idx, tensor, ch, rows, held.get(k, 0)))
+            depth, skew = self.fifos.room(node, idx, tensor, ch, rows, held.get(k, 0))
+            if depth > ch.depth:
+                ch.depth, ch.skew_depth = depth, skew
             room = op_of(node).input_room(self.ios[node.name], idx)
             if room:
-                ch.depth = max(ch.depth, room * (ch.words_per_image // rows) + DEFAULT_DEPTH)
+                need = room * (ch.words_per_image // rows) + DEFAULT_DEPTH
+                ch.depth = max(ch.depth, need)
+                if ch.skew_depth is not None:
+                    ch.skew_depth = max(ch.skew_depth, need)
             self.args_of[(node.name, idx)] = ch.var
 
     def build(self) -> TopDesign:

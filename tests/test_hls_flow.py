@@ -118,7 +118,7 @@ def test_vendor_tools_on_path_are_run_in_order(tmp_path, monkeypatch):
 
 def test_fold_for_board_trades_map_banks_for_block_ram(shipped_net):
     """The lowered graph with two banks everywhere fits the xc7z020 (the fused shift units hold
-    one map per block, not six) once some Affine / RPReLU tables stay in LUTs; on a part with 120
+    one map per block, not six) once some Affine / RPReLU tables stay in LUTs; on a part with 110
     BRAM36 every table goes to LUTs and fold_for_board also drops map buffers to one bank (those
     that keep the target first) until the estimate, FIFOs included, fits."""
     import dataclasses
@@ -135,7 +135,7 @@ def test_fold_for_board_trades_map_banks_for_block_ram(shipped_net):
     pynq = get_board("pynq-z2")
     # less block RAM, LUTs to spare: with all its tables in LUTs the design would be over the
     # xc7z020's LUTs by the calibrated estimate, and this test is about the block RAM
-    small = dataclasses.replace(pynq, name="pynq-z2-120", bram36=120, luts=80_000)
+    small = dataclasses.replace(pynq, name="pynq-z2-110", bram36=110, luts=80_000)
     big = lower(shipped_net.graph)
     fb = fold_for_board(big, shape, pynq, 10_000, DEFAULT_MAX_UTIL)
     assert fb["one_bank"] == [] and not fb["relaxed"]

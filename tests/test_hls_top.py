@@ -66,8 +66,26 @@ def test_top_plumbing(tmp_path):
     assert by_label["rep.to.u"].depth == 2 * per_row("rep.to.u") + 2
     assert by_label["m.to.u"].depth == per_row("m.to.u") + 2
     assert by_label["t"].depth == by_label["a.0"].depth == dataflow.DEFAULT_DEPTH
+    # what make sim expects its sizing to leave: the skew without the row of slack
+    assert by_label["u.to.o"].expected_depth == by_label["u.to.o"].words_per_image + 2
+    assert by_label["rep.to.u"].expected_depth == per_row("rep.to.u") + 2
+    assert by_label["sb.to.o"].expected_depth == by_label["m.to.u"].expected_depth == 2
+    from flows.boards import get_board
+    from flows.common import estimate
+    built, sized = (estimate(small_graph(), (16, 4), get_board("pynq-z2"), d, s) for s in (False, True))
+    assert sized["fifo_luts"] < built["fifo_luts"] and sized["cost"] == built["cost"]
     assert "bhvit::refold<8, 10, 11, true, 2, 8>(s_mx, " in top                 # mx: 10-bit words widened
     assert top.count("bhvit::refold<") == sum(p.kind == "refold" for p in d.processes)
+
+
+def test_a_join_of_streams_that_wait_for_nothing_gets_no_slack():
+    """Two streaming kernels joined: neither input waits nor comes in bursts, so both keep the
+    default two words (a row of slack each cost LUT RAM the RTL simulation never used)."""
+    rng = np.random.default_rng(1)
+    g = Graph([_affine("a", ["image"], 4, 10, rng), _affine("b", ["image"], 4, 10, rng),
+               _affine("j", ["a", "b"], 4, 10, rng)], "image", "j", classes=4)
+    by_label = {c.label: c for c in hls_top.design(g, (16, 4), "join").channels}
+    assert by_label["a"].depth == by_label["b"].depth == dataflow.DEFAULT_DEPTH
 
 
 @pytest.mark.parametrize("pe", [(1,) * 10, (2, 4, 2, 2, 1, 4, 2, 8, 8, 2), (4, 4, 4, 8, 4, 8, 8, 8, 8, 2)])

@@ -186,3 +186,17 @@ def test_the_stage2_attention_keeps_the_cost_models_period(shipped_net):
     period = graph_cost(sub, shape)["cycles_per_image"]
     assert period == 4352
     assert intervals[1:].max() <= period * 1.01, intervals
+
+
+def test_attention_tokens_read_the_map_before_they_wait(shipped_pynq_graph):
+    """AttentionTokens reads all of a map into its bank before it wants the pooled tokens, which
+    the pools write only after that map: neither input waits an image, so neither FIFO holds one
+    (the delay model gave the map's an image and a row: 1.5 BRAM36 per attention stage)."""
+    g = shipped_pynq_graph
+    d = rtl_top.rtl_design(g, (32, 32, 1), "tokens")
+    chan = {c.var: c for c in d.channels}
+    tokens = [p for p in d.processes if p.kind == "node" and op_of(g.node(p.params["code"].name)).reads_inputs_in_order]
+    assert len(tokens) == 2
+    for p in tokens:
+        for v in p.ins:
+            assert chan[v].depth < chan[v].words_per_image, (p.comment, chan[v].label, chan[v].depth)
