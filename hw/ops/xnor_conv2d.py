@@ -81,8 +81,9 @@ class XnorConv2d(MapConv):
         luts = CONTROL_LUTS + pe * (popcount_luts(simd) + 2 * io.out.bits)
         # image banks, a C-bit word per token
         shape = (self.banks * a["H"] * a["W"], io.ins[0].width)
-        if int(a.get("groups", 1)) > 1:                 # each lane picks its group's channels
-            luts += pe * simd
+        # a grouped convolution's lanes pick their group's channels from the word: Yosys folds that
+        # choice into the XNORs (the stage-0 / 1 units map 90 and 126 LUTs under the C/G k k per
+        # lane once counted for it), so it costs nothing more here
         luts += 60                                      # tap addresses (row, column, padding)
         rom = (o // pe, simd * pe * self.weight_bits)
         bram, lut_mem, mem = memory_cost(shape[0] * shape[1], shape, roms=[(rom, weight_rom_in_bram(*rom))])
