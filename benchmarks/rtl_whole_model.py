@@ -32,7 +32,8 @@ def main(argv=None) -> int:
     from flows.hls import DEFAULT_MAX_UTIL, DEFAULT_TARGET_CYCLES, fold_for_board
     from hw import rtl_top, rtlsim
     from hw.cost import graph_cost
-    from hw.graph import run
+    from hw.execute import run
+    from hw.passes import lower
     from hw.intnet import IntNet, QuantSpec
     from model.checkpoint import model_from_checkpoint
     from model.data import load_split
@@ -40,9 +41,11 @@ def main(argv=None) -> int:
     model.eval()
     train, test = load_split("fmnist", "train"), load_split("fmnist", "test")
     net = IntNet.from_model(model, train.images[:64], train.mean, train.std, QuantSpec(act_bits=10, lut_bits=10))
-    g = net.graph
+    g = lower(net.graph)
     shape = (model.cfg.img_size, model.cfg.img_size, model.cfg.in_chans)
-    fold_for_board(g, shape, get_board(a.board), DEFAULT_TARGET_CYCLES, DEFAULT_MAX_UTIL)
+    # folded as `make sim` folds it (tests/test_rtl_whole.py: the fixture shipped_sim_graph)
+    fold_for_board(g, shape, get_board(a.board), DEFAULT_TARGET_CYCLES, DEFAULT_MAX_UTIL, rtl_top.rtl_design,
+                   sized=True)
     t0 = time.time()
     top = rtl_top.rtl_top(g, shape, "bhvit_pynq_fmnist")
     rtlsim.build(top)

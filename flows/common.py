@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_TARGET_CYCLES = 10000      # 10k images/s at 100 MHz
+DEFAULT_TARGET_CYCLES = 5000       # 20k images/s at 100 MHz; relaxed (RELAX_STEP) until the estimate fits
+RELAX_STEP = 1.1                  # fold_for_board: the next target when one does not fit (10 % slower)
 DEFAULT_MAX_UTIL = 0.90            # of the device's LUT / BRAM / DSP: the rest is for the DMA and interconnect
 
 
@@ -30,17 +31,20 @@ class FlowInputError(ValueError):
     """A board, checkpoint, folding or design the flow cannot use (exit code 2); the message says why."""
 
 
-def estimate(graph, image_shape, board, design=None) -> dict:
+def estimate(graph, image_shape, board, design=None, sized: bool = False) -> dict:
     """hw.cost's per-node estimate plus the top's FIFOs (each as its block-RAM and LUT-RAM
-    parts, hw.resources.fifo_parts), against the board."""
+    parts, hw.resources.fifo_parts), against the board.  ``sized``: the FIFOs as `make sim`'s
+    sizing is expected to leave them (a join's input at the words its skew asks, without the
+    delay model's row of slack; hw.dataflow.Channel.expected_depth), not as built first."""
     from hw.cost import graph_cost
     from hw.resources import fifo_block_ram36, fifo_luts
     cost = graph_cost(graph, image_shape, board.clock_mhz)
     fifo_bram = fifo_lut = 0
     if design is not None:
         for c in design.channels:          # templates/rtl/fifo.sv; none for a direct link (depth 0)
-            fifo_bram += fifo_block_ram36(c.depth, c.bits)
-            fifo_lut += fifo_luts(c.depth, c.bits)
+            depth = c.expected_depth if sized else c.depth
+            fifo_bram += fifo_block_ram36(depth, c.bits)
+            fifo_lut += fifo_luts(depth, c.bits)
     used = dict(luts=cost["luts"] + fifo_lut, bram36=cost["bram36"] + fifo_bram, dsps=cost["dsps"])
     avail = dict(luts=board.luts, bram36=board.bram36, dsps=board.dsps)
     util = {k: used[k] / avail[k] if avail[k] else float("inf") for k in used}
@@ -124,6 +128,7 @@ def apply_fifo_depths(d, depths: dict) -> None:
                              "another model or folding? Use it with the folding.json of the same run (--folding).")
     for label, depth in depths.items():
         by_label[label].depth = depth
+        by_label[label].skew_depth = None      # set: no sizing to expect
 
 
 def tables_back_to_bram(graph, image_shape, board, d, max_util: float) -> list:
@@ -146,12 +151,14 @@ def tables_back_to_bram(graph, image_shape, board, d, max_util: float) -> list:
     return back
 
 
-def fold_for_board(graph, image_shape, board, target_cycles: int, max_util: float) -> dict:
-    """hw.cost.fold_for_target at the target.  While the estimate (nodes and the top's FIFOs)
-    exceeds the board's block RAM, Affine / RPReLU tables go back to LUTs (TABLE_BRAM = 0, the
-    smallest first); while it exceeds the board: map buffers drop to one bank (BANKS = 1, half
+def fold_for_board(graph, image_shape, board, target_cycles: int, max_util: float, make_design=None,
+                   sized: bool = False) -> dict:
+    """hw.cost.fold_for_target at the target.  While the estimate (nodes and the top's FIFOs of
+    ``make_design(graph, image_shape)``, the HLS top by default; ``sized``: as `make sim` sizes
+    them, :func:`estimate`) exceeds the board's block RAM, Affine / RPReLU tables go back to
+    LUTs (TABLE_BRAM = 0, the smallest first); while it exceeds the board: map buffers drop to one bank (BANKS = 1, half
     their block RAM; the next image then waits for the last one's emission), the largest saving
-    first; then the target is relaxed (x1.5, fewer PEs).  Returns {'target_cycles', 'relaxed',
+    first; then the target is relaxed (x RELAX_STEP, fewer PEs).  Returns {'target_cycles', 'relaxed',
     'one_bank' (node names), 'tables_in_luts' (node names), 'estimate'}; raises
     DesignTooLargeError when even the slowest folding does not fit."""
     from hw.cost import fold_for_target, neighbour_cycles, node_cost, node_period
@@ -165,8 +172,8 @@ def fold_for_board(graph, image_shape, board, target_cycles: int, max_util: floa
         fold_for_target(graph, image_shape, target)
         for n in graph.nodes:
             n.attrs.pop(TABLE_BRAM, None)
-        d = design(graph, image_shape)          # FIFO depths do not depend on the banks
-        est = estimate(graph, image_shape, board, d)
+        d = (make_design or design)(graph, image_shape)      # FIFO depths do not depend on the banks
+        est = estimate(graph, image_shape, board, d, sized)
         one_bank, in_luts = [], []
         if est["utilisation"]["bram36"] > max_util:
             # a table in LUTs costs about its bits / 64 LUTs for the block RAM it frees
@@ -177,7 +184,7 @@ def fold_for_board(graph, image_shape, board, target_cycles: int, max_util: floa
                     break
                 graph.nodes[i].attrs[TABLE_BRAM] = 0
                 in_luts.append(graph.nodes[i].name)
-                est = estimate(graph, image_shape, board, d)
+                est = estimate(graph, image_shape, board, d, sized)
         if not fits(est, max_util):
             own = {r["name"]: r["cycles"] for r in est["cost"]["nodes"]}
 
@@ -198,13 +205,13 @@ def fold_for_board(graph, image_shape, board, target_cycles: int, max_util: floa
                     continue
                 graph.nodes[i].attrs["BANKS"] = 1
                 one_bank.append(graph.nodes[i].name)
-                est = estimate(graph, image_shape, board, d)
+                est = estimate(graph, image_shape, board, d, sized)
         if fits(est, max_util):
             return dict(target_cycles=target, relaxed=target != target_cycles, one_bank=one_bank,
                         tables_in_luts=in_luts, estimate=est)
         if all(int(n.attrs.get("PE", 1)) == 1 and int(n.attrs.get("SIMD", 1)) == 1 for n in graph.nodes):
             break                                           # the slowest folding: nothing left to relax
-        target = int(target * 1.5)
+        target = int(target * RELAX_STEP)
     raise DesignTooLargeError(f"the design does not fit {board.name} ({board.part}) even at the slowest folding "
                               "with one-bank map buffers:\n  " + "\n  ".join(resource_lines(est, max_util))
                               + "\nChoose a larger board (--board), or a smaller model.")
@@ -262,6 +269,9 @@ def prepare(a, step: str, make_design, log=print) -> Prepared:
         if not 0 < a.max_util <= 1:
             raise FlowInputError(f"--max-util must be in (0, 1], got {a.max_util}")
         inp = load_inputs(a, f"{step}_{board.name}")
+        # `make sim` sizes the FIFOs from a first run's occupancy before Yosys counts them: it
+        # checks the fit with the FIFOs it expects to keep (estimate(sized=True))
+        sized = step == "sim" and not (getattr(a, "no_size_fifos", False) or getattr(a, "fifo_depths", None))
         graph = lower(inp.net.graph)
         cfg = inp.model.cfg
         image_shape = (cfg.img_size, cfg.img_size, cfg.in_chans)
@@ -270,7 +280,7 @@ def prepare(a, step: str, make_design, log=print) -> Prepared:
             check_folding(graph, stream_shapes(graph, 1, image_shape))
             source = f"from {a.folding}"
         else:
-            fb = fold_for_board(graph, image_shape, board, a.target_cycles, a.max_util)
+            fb = fold_for_board(graph, image_shape, board, a.target_cycles, a.max_util, make_design, sized)
             source = (f"hw.cost.fold_for_target at {fb['target_cycles']:,} cycles/image"
                       + (f" (relaxed from {a.target_cycles:,} to fit {board.name})" if fb["relaxed"] else "")
                       + (f"; {len(fb['tables_in_luts'])} Affine / RPReLU kernels with their tables in LUTs to fit "
@@ -283,7 +293,7 @@ def prepare(a, step: str, make_design, log=print) -> Prepared:
         design = make_design(graph, image_shape, inp.name)
         if getattr(a, "fifo_depths", None):
             apply_fifo_depths(design, load_fifo_depths(a.fifo_depths))
-        est = estimate(graph, image_shape, board, design)
+        est = estimate(graph, image_shape, board, design, sized)
         if not fits(est, a.max_util):
             raise DesignTooLargeError(f"the design is estimated over {board.name}'s resources ({board.part}):\n  "
                                       + "\n  ".join(resource_lines(est, a.max_util))

@@ -81,6 +81,21 @@ def shipped_net(shipped):
 
 
 @pytest.fixture(scope="session")
+def shipped_sim_graph(shipped_net):
+    """shipped_net's graph lowered and folded as `make sim BOARD=pynq-z2` folds it by default: the estimate counts
+    the RTL top's FIFOs as its sizing is expected to leave them (flows.common.fold_for_board, sized=True)."""
+    from flows.boards import get_board
+    from flows.hls import DEFAULT_MAX_UTIL, DEFAULT_TARGET_CYCLES, fold_for_board
+    from hw import rtl_top
+    from hw.passes import lower
+    g = lower(shipped_net.graph)
+    size = shipped_net.cfg.img_size
+    fold_for_board(g, (size, size, shipped_net.cfg.in_chans), get_board("pynq-z2"), DEFAULT_TARGET_CYCLES,
+                   DEFAULT_MAX_UTIL, rtl_top.rtl_design, sized=True)
+    return g
+
+
+@pytest.fixture(scope="session")
 def shipped_intnet_file(shipped_net, tmp_path_factory):
     """shipped_net saved as `make golden` writes it (for the command lines' --intnet)."""
     path = tmp_path_factory.mktemp("intnet") / "intnet.npz"

@@ -1,4 +1,4 @@
-"""The whole shipped PYNQ-Z2 design (168 nodes, every FIFO, fork and gearbox of the stitched
+"""The whole shipped PYNQ-Z2 design as `make sim` folds it (168 nodes, every FIFO, fork and gearbox of the stitched
 top, hw/rtl_top.py) as one RTL top in Verilator, against the golden model on the first 100
 Fashion-MNIST test images (the calls of benchmarks/rtl_whole_model.py).
 
@@ -20,8 +20,8 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("c+
                                 reason="needs make, c++ and .venv/bin/verilator (make setup)")
 
 
-def test_whole_shipped_model_in_rtl_equals_golden_on_100_images(shipped, shipped_pynq_graph):
-    g = shipped_pynq_graph
+def test_whole_shipped_model_in_rtl_equals_golden_on_100_images(shipped, shipped_sim_graph):
+    g = shipped_sim_graph
     shape = (32, 32, 1)
     d = rtl_top.rtl_design(g, shape, "bhvit_pynq_fmnist")
     top = rtl_top.rtl_top(g, shape, "bhvit_pynq_fmnist", d=d)

