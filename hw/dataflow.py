@@ -13,9 +13,11 @@ some branches (circular shifts, pooling, windows, convolutions) emit nothing bef
 whole map, and the matrix units and LayerNorm nothing before they have a whole row (each op's
 :meth:`hw.ops.HwOp.delay`).  Every tensor gets a delay in images and in rows (the number of such
 buffering nodes on its longest path from the input); an input of a multi-input node gets room
-for (the latest input's delay - its own) images and rows of its stream, plus a row, every other
+for (the latest input's delay - its own) images and rows of its stream, plus a row of slack where
+it waits or a kernel on either side works in bursts (none for a join of streams), every other
 channel 2.  A kernel that loads a window and then works without reading (QD attention) asks room
-for the window on its inputs (:meth:`hw.ops.HwOp.input_room`).  ``make sim`` measures the real occupancy and sizes them again (flows/sim.py).
+for the window on its inputs (:meth:`hw.ops.HwOp.input_room`).  ``make sim`` measures the real
+occupancy and sizes them again (flows/sim.py).
 """
 from __future__ import annotations
 
@@ -121,15 +123,12 @@ class FifoDepths:
         op = self.producer.get(tensor)
         return bool(op and op.delay() != (0, 0))
 
-    def depth(self, node, idx, tensor, ch, rows, held=0) -> int:
-        """Room an input of a multi-input node needs so that its other inputs, up to ``skew``
-        images and rows later, never stall the branch feeding this one (plus a row of slack
-        for the fan-outs and gearboxes on the way); ``held`` images of it wait in a shared
-        delay channel before the fan-out already."""
-        return self.room(node, idx, tensor, ch, rows, held)[0]
-
     def room(self, node, idx, tensor, ch, rows, held=0) -> tuple:
-        """(depth, the words of it the skew asks without the slack)."""
+        """(depth, the words of it the skew asks without the slack) of an input of a multi-input
+        node: room so that its other inputs, up to ``skew`` images and rows later, never stall
+        the branch feeding this one (plus a row of slack for the fan-outs and gearboxes on the
+        way, where needed); ``held`` images of it wait in a shared delay channel before the
+        fan-out already."""
         if len(node.inputs) == 1:
             return DEFAULT_DEPTH, DEFAULT_DEPTH
         skew_img = max(0, self.skew_images(node, idx, tensor) - held)
