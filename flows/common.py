@@ -156,11 +156,11 @@ def fold_for_board(graph, image_shape, board, target_cycles: int, max_util: floa
     """hw.cost.fold_for_target at the target.  While the estimate (nodes and the top's FIFOs of
     ``make_design(graph, image_shape)``, the HLS top by default; ``sized``: as `make sim` sizes
     them, :func:`estimate`) exceeds the board's block RAM, Affine / RPReLU tables go back to
-    LUTs (TABLE_BRAM = 0, the smallest first); while it exceeds the board: map buffers drop to one bank (BANKS = 1, half
-    their block RAM; the next image then waits for the last one's emission), the largest saving
-    first; then the target is relaxed (x RELAX_STEP, fewer PEs).  Returns {'target_cycles', 'relaxed',
-    'one_bank' (node names), 'tables_in_luts' (node names), 'estimate'}; raises
-    DesignTooLargeError when even the slowest folding does not fit."""
+    LUTs (TABLE_BRAM = 0, the smallest first); while it exceeds the board: map buffers drop to
+    one bank (BANKS = 1, half their block RAM; the next image then waits for the last one's
+    emission), the largest saving first; then the target is relaxed (x RELAX_STEP, fewer PEs).
+    Returns {'target_cycles', 'relaxed', 'one_bank' (node names), 'tables_in_luts' (node names),
+    'estimate'}; raises DesignTooLargeError when even the slowest folding does not fit."""
     from hw.cost import fold_for_target, neighbour_cycles, node_cost, node_period
     from hw.execute import stream_shapes
     from hw.hls_top import design
